@@ -1,0 +1,92 @@
+"Dataset loaders (real on-disk formats, written by the tests), forget-set validation and bad input."
+import pickle, numpy as np, torch, pytest
+from pathlib import Path
+import unlearnrepro.data as D
+from unlearnrepro.core import *
+from unlearnrepro.data import *
+from unlearnrepro.models import create_model
+
+def test_unknown_names():
+    with pytest.raises(UnknownNameError, match="unknown dataset 'mnist2'; choose one of: cifar10, digits, fashion_mnist, svhn"): load_dataset('mnist2')
+    with pytest.raises(UnknownNameError, match="unknown model 'lenet'"): create_model('lenet', 1, 10, 8)
+    with pytest.raises(UnknownNameError, match="unknown forget-set builder 'oops'"): make_forget_set(load_dataset('digits'), 'oops')
+
+@pytest.mark.parametrize('forget,msg', [([], 'empty'), ([0, 10_000], 'forget index 10000 is out of range'),
+                                        ([-3], 'forget index -3 is out of range'), ([4, 4, 5], 'forget index 4 appears 2 times'),
+                                        ([1.5], 'must be integers')])
+def test_bad_forget_indices(forget, msg):
+    with pytest.raises(BadIndicesError, match=msg): check_split(np.array(forget), 1000)
+
+def test_overlapping_retain():
+    with pytest.raises(BadIndicesError, match='in both the forget and the retain set'): check_split([1, 2], 10, retain=[2, 3])
+    with pytest.raises(BadIndicesError, match='retain set is empty'): check_split(np.arange(10), 10)
+
+@pytest.mark.parametrize('frac', [0, 1, 1.5, -0.2])
+def test_fraction_outside_open_interval(frac, tmp_path):
+    d = load_dataset('digits'); c = Cache(tmp_path/'c')
+    with pytest.raises(BadValueError, match=f'frac={frac!r}'): make_forget_set(d, 'iid', c, frac=frac)
+    with pytest.raises(BadValueError, match=f'frac={frac!r}'): make_forget_set(d, 'classes', c, frac=frac, classes=[2, 5])
+    assert not (tmp_path/'c').exists() or not any((tmp_path/'c').rglob('*.npy'))  # nothing written
+
+def test_forget_sets_cached_as_npy(tmp_path):
+    d = load_dataset('digits'); c = Cache(tmp_path)
+    f = make_forget_set(d, 'classes', c, frac=0.1, classes=[2, 5], seed=3)
+    files = list((tmp_path/'forget').glob('*.npy'))
+    assert len(files) == 1 and np.array_equal(np.load(files[0]), f)
+    assert set(d.train.y[f].tolist()) == {2, 5} and abs(len(f) - 0.1 * len(d.train)) < 1
+
+def test_missing_data_with_network_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, 'DEBIAN_FMNIST', tmp_path/'no-debian-package')
+    monkeypatch.delenv('UNLEARNREPRO_DATA', raising=False)
+    with pytest.raises(DataNotFoundError, match='download is off'): load_dataset('fashion_mnist', root=str(tmp_path/'nothing'), download=False)
+    monkeypatch.setenv('UNLEARNREPRO_DOWNLOAD', '0')
+    with pytest.raises(DataNotFoundError, match='download is off'): load_dataset('fashion_mnist', root=str(tmp_path/'nothing'))
+    with pytest.raises(DataNotFoundError, match='CIFAR10 not found'): load_dataset('cifar10', root=str(tmp_path/'nothing'))
+    with pytest.raises(DataNotFoundError, match='SVHN not found'): load_dataset('svhn', root=str(tmp_path/'nothing'))
+    assert not (tmp_path/'nothing').exists() or not any((tmp_path/'nothing').rglob('*'))  # nothing written
+
+@pytest.mark.skipif(not Path('/usr/share/datasets/fashion-mnist').exists(), reason='Debian package dataset-fashion-mnist not installed')
+def test_fashion_mnist_from_debian_files(monkeypatch):
+    monkeypatch.delenv('UNLEARNREPRO_DATA', raising=False)
+    d = load_dataset('fashion_mnist', n_train=1000, n_test=200, download=False)
+    assert d.train.x.shape == (1000, 1, 28, 28) and len(d.test) == 200 and d.n_classes == 10
+    assert np.bincount(d.train.y.numpy()).tolist() == [100] * 10  # stratified subset
+    full = D._fashion_mnist(download=False)
+    assert full[0].shape == (60000, 1, 28, 28) and full[2].shape == (10000, 1, 28, 28)
+
+def _no_md5(monkeypatch, module, cls):
+    "torchvision verifies md5 sums of the real files; the small files written here cannot match them."
+    monkeypatch.setattr(module, 'check_integrity', lambda *a, **k: True)
+    monkeypatch.setattr(cls, '_check_integrity', lambda self: True)
+
+def test_cifar10_loader_on_real_format(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tvc
+    _no_md5(monkeypatch, tvc, tvc.CIFAR10)
+    base = tmp_path/'cifar-10-batches-py'; base.mkdir()
+    rng = np.random.default_rng(0)
+    def batch(name, n, offset):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8); labels = [(i + offset) % 10 for i in range(n)]
+        with open(base/name, 'wb') as f: pickle.dump({'data': data, 'labels': labels, 'batch_label': name}, f)
+        return data, labels
+    tr = [batch(f'data_batch_{i}', 20, i) for i in range(1, 6)]
+    te = batch('test_batch', 30, 0)
+    with open(base/'batches.meta', 'wb') as f: pickle.dump({'label_names': [f'c{i}' for i in range(10)]}, f)
+    d = load_dataset('cifar10', root=str(tmp_path), download=False)
+    assert d.train.x.shape == (100, 3, 32, 32) and d.test.x.shape == (30, 3, 32, 32) and (d.in_ch, d.img_size) == (3, 32)
+    assert d.train.y.tolist() == sum((l for _, l in tr), [])
+    # channel layout: CIFAR stores 1024 red, then green, then blue values per image, row-major
+    raw = torch.tensor(tr[0][0][0].reshape(3, 32, 32), dtype=torch.float32)
+    x0 = d.train.x[0]
+    assert np.corrcoef(x0.flatten(), raw.flatten())[0, 1] > 0.99
+
+def test_svhn_loader_on_real_format(tmp_path, monkeypatch):
+    import scipy.io, torchvision.datasets.svhn as tvs
+    _no_md5(monkeypatch, tvs, tvs.SVHN)
+    rng = np.random.default_rng(0)
+    for split, n in [('train', 40), ('test', 20)]:
+        X = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)  # SVHN labels 1..10, 10 meaning digit 0
+        scipy.io.savemat(tmp_path/f'{split}_32x32.mat', {'X': X, 'y': y})
+    d = load_dataset('svhn', root=str(tmp_path), download=False)
+    assert d.train.x.shape == (40, 3, 32, 32) and len(d.test) == 20
+    assert d.train.y[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # label 10 -> 0
