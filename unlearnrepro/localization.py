@@ -7,7 +7,7 @@ __all__ = ['LOCALIZERS', 'CRITERIA', 'GRANULARITIES', 'Mask', 'attach_map', 'Lay
            'localize', 'deepest', 'shallowest', 'grad_sum', 'scores', 'unit_scores', 'select', 'score_localizer',
            'salloc', 'del_localizer', 'critmem', 'random_mask', 'cached_localize']
 
-# %% ../nbs/05_localization.ipynb #c0d48d5b
+# %% ../nbs/05_localization.ipynb #284560e0
 import math, copy, hashlib
 from dataclasses import dataclass, field
 import numpy as np
@@ -16,7 +16,7 @@ from .core import *
 from .data import *
 from .models import *
 
-# %% ../nbs/05_localization.ipynb #c2da5db7
+# %% ../nbs/05_localization.ipynb #9a23c112
 def _is_plain(v) -> bool:
     "True for numbers, strings, None and (nested) lists / str-keyed dicts of them: what `torch.load(weights_only=True)` reads back."
     if v is None or isinstance(v, (int, float, str, bool)): return True
@@ -88,7 +88,7 @@ class Mask:
     def __or__(self, other:'Mask'): return Mask({k: v | other.masks[k] for k, v in self.masks.items()}, {'op': 'union'})
     def __repr__(self): return f"Mask(budget={self.budget:.4f}, selected={self.n_selected}/{self.n_total}, {self.meta.get('localizer', '')})"
 
-# %% ../nbs/05_localization.ipynb #5d56d7e8
+# %% ../nbs/05_localization.ipynb #0c908545
 def _is_layer(mod:nn.Module) -> bool:
     "A module with a >= 2-d `weight` of its own (Conv, Linear, Embedding, ...)."
     w = getattr(mod, '_parameters', {}).get('weight')
@@ -110,7 +110,7 @@ def attach_map(model:nn.Module) -> dict:
         if _is_layer(mod): last = (full('weight'), mod.weight.shape[0])
     return out
 
-# %% ../nbs/05_localization.ipynb #16d02fcf
+# %% ../nbs/05_localization.ipynb #9d33e385
 @dataclass
 class Layer:
     "A unit-defining parameter: `n` units (rows) of `row` entries each, plus attached 1-d parameters."
@@ -183,7 +183,7 @@ class Units:
 
     def __repr__(self): return f"Units({self.n_units} units in {len(self.layers)} layers, {self.n_total} parameters, attach_1d={self.attach_1d})"
 
-# %% ../nbs/05_localization.ipynb #712cd26b
+# %% ../nbs/05_localization.ipynb #d3adb1de
 def fill(sizes:torch.Tensor, # entries per unit
          order:torch.Tensor, # unit ids, best first
          cap:float) -> torch.Tensor: # at most this many entries (budget x N)
@@ -193,7 +193,7 @@ def fill(sizes:torch.Tensor, # entries per unit
     sel = torch.zeros(len(sizes), dtype=torch.bool); sel[order[:k]] = True
     return sel
 
-# %% ../nbs/05_localization.ipynb #26ba4e7c
+# %% ../nbs/05_localization.ipynb #2ce14d92
 LOCALIZERS = Registry('localizer')
 
 def _digest(t:torch.Tensor) -> str: return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
@@ -238,7 +238,7 @@ def localize(name:str, # a name in LOCALIZERS: deepest, shallowest, salloc, del,
     m.meta.update(localizer=name, budget=budget, achieved=m.budget, options=_plain_options(kw), forget=data_key(forget))
     return m
 
-# %% ../nbs/05_localization.ipynb #99a65e77
+# %% ../nbs/05_localization.ipynb #752abd34
 def _by_layers(model, budget, from_end:bool, partial=True, attach_1d=True):
     U = Units(model, attach_1d); cap, used = budget * U.n_total, 0
     sel = torch.zeros(U.n_units, dtype=torch.bool)
@@ -261,7 +261,7 @@ def shallowest(model:nn.Module, forget:TensorData, budget:float, partial:bool=Tr
     "Whole layers from the input end, then whole units of the boundary layer."
     return _by_layers(model, budget, False, partial, attach_1d)
 
-# %% ../nbs/05_localization.ipynb #ea1ef939
+# %% ../nbs/05_localization.ipynb #43764192
 CRITERIA = Registry('criterion')
 CRITERIA.register('grad')(lambda p, g: g)
 CRITERIA.register('weighted_grad')(lambda p, g: p * g)
@@ -269,8 +269,10 @@ CRITERIA.register('weight')(lambda p, g: p)
 
 def grad_sum(model:nn.Module, # model (put in eval mode, restored after)
              data:TensorData, # examples
-             batch_size:int=128) -> dict: # examples per batch
-    "Sum over unshuffled batches of the gradient of the batch-mean cross-entropy, per parameter name (on the CPU)."
+             batch_size:int=128, # examples per batch
+             reduction:str='mean') -> dict: # 'mean': sum of batch-mean gradients (the localizers); 'sum': sum of per-example gradients
+    "Sum over unshuffled batches of the cross-entropy gradient (batch mean or sum), per parameter name (on the CPU)."
+    if reduction not in ('mean', 'sum'): raise BadValueError(f"reduction={reduction!r} is not allowed; choose 'mean' or 'sum'")
     if len(data) == 0: raise BadIndicesError("cannot compute gradients on an empty data set")
     dev = next(model.parameters()).device
     names, ps = zip(*model.named_parameters())
@@ -279,7 +281,7 @@ def grad_sum(model:nn.Module, # model (put in eval mode, restored after)
     was = model.training; model.eval()
     try:
         for b in torch.arange(len(data)).split(batch_size):
-            loss = F.cross_entropy(model(data.x[b].to(dev)), data.y[b].to(dev))
+            loss = F.cross_entropy(model(data.x[b].to(dev)), data.y[b].to(dev), reduction=reduction)
             for i, g in zip(req, torch.autograd.grad(loss, [ps[i] for i in req], allow_unused=True)):
                 if g is not None: tot[i] += g
     finally: model.train(was)
@@ -294,7 +296,7 @@ def scores(model:nn.Module, # the trained model
     g = grad_sum(model, data, batch_size) if criterion != 'weight' else {}
     return {n: f(p.detach().cpu(), g.get(n)).abs() for n, p in model.named_parameters()}
 
-# %% ../nbs/05_localization.ipynb #36c23e7f
+# %% ../nbs/05_localization.ipynb #eb7235bb
 def unit_scores(units:'Units|nn.Module', # a unit layout, or a model (then `Units(model)`)
                 s:dict, # per-entry scores by parameter name
                 h_frac:float=0.1, # h as a fraction of the row length
@@ -311,7 +313,7 @@ def unit_scores(units:'Units|nn.Module', # a unit layout, or a model (then `Unit
         out.append(S.topk(h, dim=1).values.mean(1))
     return torch.cat(out)
 
-# %% ../nbs/05_localization.ipynb #075593b3
+# %% ../nbs/05_localization.ipynb #dbdc6fd3
 GRANULARITIES = Registry('granularity')
 
 @GRANULARITIES.register('parameter')
@@ -353,7 +355,7 @@ def score_localizer(model:nn.Module, forget:TensorData, budget:float,
     m = select(model, scores(model, forget if data is None else data, criterion, batch_size), budget, granularity, h_frac, attach_1d)
     m.meta.update(criterion=criterion, scored_on='forget' if data is None else 'data'); return m
 
-# %% ../nbs/05_localization.ipynb #ad3efff6
+# %% ../nbs/05_localization.ipynb #150c773e
 @LOCALIZERS.register('salloc')
 def salloc(model:nn.Module, forget:TensorData, budget:float,
            data:TensorData|None=None, # data to score on (default: the forget set)
@@ -361,7 +363,7 @@ def salloc(model:nn.Module, forget:TensorData, budget:float,
     "SalUn's mask: the top floor(budget x N) entries by |summed gradient| of the forget loss."
     return score_localizer(model, forget, budget, 'grad', 'parameter', data, batch_size=batch_size)
 
-# %% ../nbs/05_localization.ipynb #306d7275
+# %% ../nbs/05_localization.ipynb #8305099a
 @LOCALIZERS.register('del')
 def del_localizer(model:nn.Module, forget:TensorData, budget:float,
                   h_frac:float=0.1, # h = max(1, ceil(h_frac x row length)); 1.0 = channel mean
@@ -371,7 +373,7 @@ def del_localizer(model:nn.Module, forget:TensorData, budget:float,
     "DEL's mask: whole units ranked by the top-h mean of |theta x G| on the forget set."
     return score_localizer(model, forget, budget, 'weighted_grad', 'channel', data, h_frac, batch_size, attach_1d)
 
-# %% ../nbs/05_localization.ipynb #cfa7082f
+# %% ../nbs/05_localization.ipynb #e095bd1a
 def _set_unit(params:dict, L:Layer, j:int, src:dict|None=None):
     "Zero unit `j` of layer `L` in `params` (or copy it from `src`)."
     with torch.no_grad():
@@ -418,7 +420,7 @@ def critmem(model:nn.Module, forget:TensorData, budget:float,
     m = U.to_mask(union, dict(rec, n_units=int(union.sum()), max_iters=max_iters, max_examples=max_examples))
     return m
 
-# %% ../nbs/05_localization.ipynb #9979b673
+# %% ../nbs/05_localization.ipynb #ca2eb3fe
 @LOCALIZERS.register('random')
 def random_mask(model:nn.Module, forget:TensorData, budget:float,
                 like:Mask|None=None, # match this mask's per-layer unit (or per-tensor entry) counts
@@ -449,7 +451,7 @@ def random_mask(model:nn.Module, forget:TensorData, budget:float,
             sel[L.start + torch.randperm(L.n, generator=g)[:k]] = True
     return U.to_mask(sel, dict(granularity='channel', n_units=int(sel.sum())))
 
-# %% ../nbs/05_localization.ipynb #c84fab5d
+# %% ../nbs/05_localization.ipynb #adffd76f
 def cached_localize(name:str, # a name in LOCALIZERS
                     model:nn.Module, # the trained model
                     forget:TensorData, # the forget set

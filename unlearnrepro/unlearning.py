@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['UNLEARNERS', 'PAPER_HP', 'PAPER_HP_NONIID', 'Cost', 'training_cost', 'TrainHP', 'register_unlearner', 'make_hp',
            'hp_defaults', 'bn_frozen', 'masked_train', 'fresh_init', 'unlearn', 'RetrainHP', 'FinetuneHP', 'NegGradHP',
-           'NegGradPlusHP', 'RandomLabelHP', 'relabel_other', 'L1SparseHP', 'IUHP', 'inverse_fisher_vp', 'grad_sum',
+           'NegGradPlusHP', 'RandomLabelHP', 'relabel_other', 'L1SparseHP', 'IUHP', 'inverse_fisher_vp',
            'per_example_grads', 'SSDHP', 'importances', 'ScrubHP', 'distill_kl', 'RFTHP', 'head_names', 'with_head',
            'reset_masked', 'SGLDHP', 'SalunHP', 'DelHP', 'paper_hp']
 
-# %% ../nbs/06_unlearning.ipynb #aaec065a
+# %% ../nbs/06_unlearning.ipynb #0d15ced4
 import math, time, copy, types, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field, fields, replace
@@ -21,7 +21,7 @@ from .data import *
 from .models import *
 from .localization import *
 
-# %% ../nbs/06_unlearning.ipynb #933a8ec6
+# %% ../nbs/06_unlearning.ipynb #7feccee5
 @dataclass
 class Cost:
     "What one unlearning run spent."
@@ -48,7 +48,7 @@ def training_cost(n:int, # training examples
     "The cost of a plain training run that was not executed here (seconds unknown: nan)."
     return Cost(method='training', steps=epochs * math.ceil(n / batch_size), examples=epochs * n, seconds=float('nan'))
 
-# %% ../nbs/06_unlearning.ipynb #8ae4b1e5
+# %% ../nbs/06_unlearning.ipynb #eee75f4c
 @dataclass
 class TrainHP:
     "Optimisation settings shared by every gradient-based unlearner."
@@ -73,7 +73,7 @@ class TrainHP:
                       schedule=self.schedule, final_lr_frac=self.final_lr_frac, milestones=tuple(self.milestones),
                       gamma=self.lr_decay, optimizer=self.optimizer)
 
-# %% ../nbs/06_unlearning.ipynb #747b4aa5
+# %% ../nbs/06_unlearning.ipynb #2771c512
 UNLEARNERS = Registry('unlearner')
 
 def register_unlearner(name:str, # registry name
@@ -97,7 +97,7 @@ def hp_defaults(name:str) -> dict:
     "The default hyperparameters of unlearner `name` as a dict."
     return asdict(make_hp(name))
 
-# %% ../nbs/06_unlearning.ipynb #333a2f36
+# %% ../nbs/06_unlearning.ipynb #b61c5120
 def _ce(model, x, y, idx):
     out = model(x); return out, F.cross_entropy(out, y, reduction='none')
 
@@ -172,7 +172,7 @@ def masked_train(model:nn.Module, # model to train in place
             raise RuntimeError(f"internal error: unselected entries of {n} changed during {desc}")
     return model
 
-# %% ../nbs/06_unlearning.ipynb #3ce6070c
+# %% ../nbs/06_unlearning.ipynb #ba0b7f8b
 def fresh_init(model:nn.Module, # model to copy (not modified)
                seed:int, # seed of the initialisation
                fallback_std:float=0.02): # std for parameters no submodule resets
@@ -190,7 +190,7 @@ def fresh_init(model:nn.Module, # model to copy (not modified)
         for n in left: nn.init.trunc_normal_(ps[n], std=fallback_std)
     return m.to(dev), left
 
-# %% ../nbs/06_unlearning.ipynb #f651953e
+# %% ../nbs/06_unlearning.ipynb #a93b06ee
 def _check_data(retain:TensorData, forget:TensorData):
     for nm, d in (('retain', retain), ('forget', forget)):
         if not isinstance(d, TensorData): raise BadValueError(f"{nm} must be a TensorData, got {type(d).__name__}")
@@ -224,7 +224,7 @@ def unlearn(name:str, # a name in UNLEARNERS
     cost.seconds = time.perf_counter() - t0
     return net.eval(), cost
 
-# %% ../nbs/06_unlearning.ipynb #7454b970
+# %% ../nbs/06_unlearning.ipynb #825ecd99
 @dataclass
 class RetrainHP(TrainHP):
     "Retraining from scratch on the retain set (defaults: the tiny preset's oracle recipe)."
@@ -240,7 +240,7 @@ def _retrain(model, retain, forget, mask, seed, hp, cost):
     if left: cost.notes.append(f"fallback init for {left}")
     return masked_train(model, retain, hp, cost, seed, desc='retrain')
 
-# %% ../nbs/06_unlearning.ipynb #c46c3510
+# %% ../nbs/06_unlearning.ipynb #82b8cc01
 @dataclass
 class FinetuneHP(TrainHP):
     "Fine-tuning on the retain set."
@@ -251,7 +251,7 @@ class FinetuneHP(TrainHP):
 def _finetune(model, retain, forget, mask, seed, hp, cost):
     return masked_train(model, retain, hp, cost, seed, mask, desc='finetune')
 
-# %% ../nbs/06_unlearning.ipynb #2370434b
+# %% ../nbs/06_unlearning.ipynb #13dabba6
 @dataclass
 class NegGradHP(TrainHP):
     "Gradient ascent on the forget set."
@@ -266,7 +266,7 @@ def _neg_ce(model, x, y, idx):
 def _neggrad(model, retain, forget, mask, seed, hp, cost):
     return masked_train(model, forget, hp, cost, seed, mask, loss_fn=_neg_ce, desc='neggrad')
 
-# %% ../nbs/06_unlearning.ipynb #550c18ef
+# %% ../nbs/06_unlearning.ipynb #8f72dfd9
 @dataclass
 class NegGradPlusHP(TrainHP):
     "Joint retain descent and forget ascent."
@@ -301,7 +301,7 @@ def _neggrad_plus(model, retain, forget, mask, seed, hp, cost):
     cost.examples += stream.served
     return model
 
-# %% ../nbs/06_unlearning.ipynb #9ed25d5e
+# %% ../nbs/06_unlearning.ipynb #54c335ed
 @dataclass
 class RandomLabelHP(TrainHP):
     "Training on retain plus randomly relabelled forget examples."
@@ -328,7 +328,7 @@ def _random_label(model, retain, forget, mask, seed, hp, cost):
     joint = TensorData(torch.cat([retain.x, forget.x]), torch.cat([retain.y, yf]), torch.cat([retain.idx, forget.idx]))
     return masked_train(model, joint, hp, cost, seed, mask, desc='random_label')
 
-# %% ../nbs/06_unlearning.ipynb #134f3be2
+# %% ../nbs/06_unlearning.ipynb #a21f9d82
 @dataclass
 class L1SparseHP(TrainHP):
     "Fine-tuning with a linearly decaying L1 penalty."
@@ -344,7 +344,7 @@ def _l1_sparse(model, retain, forget, mask, seed, hp, cost):
     def grad_fn(n, p, epoch): p.grad.add_(torch.sign(p), alpha=hp.l1_coef * (1 - epoch / max(1, hp.epochs)))
     return masked_train(model, retain, hp, cost, seed, mask, grad_fn=grad_fn, desc='l1_sparse')
 
-# %% ../nbs/06_unlearning.ipynb #034821a6
+# %% ../nbs/06_unlearning.ipynb #2824ef78
 @dataclass
 class IUHP:
     "Influence unlearning with a WoodFisher inverse-Fisher-vector product."
@@ -374,20 +374,10 @@ def inverse_fisher_vp(G:torch.Tensor, # per-example gradients g_j, N x d
 def _selected(model, sel):
     return [(n, p) for n, p in model.named_parameters() if sel is None or bool(sel[n].any())]
 
-def _flat(grads, named, sel):
-    return torch.cat([(g if sel is None else g[sel[n]]).reshape(-1) for g, (n, _) in zip(grads, named)])
-
-def grad_sum(model:nn.Module, # model (put in eval mode)
-             data:TensorData, # examples
-             named:list, # (name, parameter) pairs to differentiate
-             batch_size:int=128): # chunk size
-    "Sum of per-example loss gradients over `data` (eval mode), per parameter."
-    model.eval(); dev = next(model.parameters()).device
-    acc = [torch.zeros_like(p) for _, p in named]
-    for b in torch.arange(len(data)).split(batch_size):
-        loss = F.cross_entropy(model(data.x[b].to(dev)), data.y[b].to(dev), reduction='sum')
-        for a, g in zip(acc, torch.autograd.grad(loss, [p for _, p in named])): a += g
-    return acc
+def _flat(grads:dict, named, sel, device):
+    "Concatenate the gradients of `named` (selected entries only when `sel` is given) into one vector on `device`."
+    gs = [grads[n].to(device) for n, _ in named]
+    return torch.cat([(g if sel is None else g[sel[n]]).reshape(-1) for g, (n, _) in zip(gs, named)])
 
 def per_example_grads(model:nn.Module, # model (put in eval mode)
                       data:TensorData, # examples
@@ -415,8 +405,9 @@ def _iu(model, retain, forget, mask, seed, hp, cost):
     sel = _device_masks(mask, model); named = _selected(model, sel)
     if not named: raise BadValueError("iu: the mask selects no parameter; select at least one entry")
     nf, nr = len(forget), len(retain); n = nf + nr
-    gf = _flat(grad_sum(model, forget, named, hp.batch_size), named, sel)
-    gr = _flat(grad_sum(model, retain, named, hp.batch_size), named, sel)
+    dev = next(model.parameters()).device
+    gf = _flat(grad_sum(model, forget, hp.batch_size, reduction='sum'), named, sel, dev)
+    gr = _flat(grad_sum(model, retain, hp.batch_size, reduction='sum'), named, sel, dev)
     v = gf / n - gr * nf / (n * nr)
     pick = torch.randperm(nr, generator=make_generator(seed))[:hp.n_samples]
     G = per_example_grads(model, retain.subset(pick), named, sel, hp.batch_size)
@@ -434,7 +425,7 @@ def _iu(model, retain, forget, mask, seed, hp, cost):
             off += k
     return model
 
-# %% ../nbs/06_unlearning.ipynb #53892c9d
+# %% ../nbs/06_unlearning.ipynb #ab462bfb
 @dataclass
 class SSDHP:
     "Selective synaptic dampening."
@@ -475,7 +466,7 @@ def _ssd(model, retain, forget, mask, seed, hp, cost):
     cost.examples += 2 * len(forget) + len(retain); cost.steps += 1; cost.info['n_dampened'] = n_damp
     return model
 
-# %% ../nbs/06_unlearning.ipynb #6c29fb45
+# %% ../nbs/06_unlearning.ipynb #8adfa8ee
 @dataclass
 class ScrubHP(TrainHP):
     "SCRUB: max-steps away from the teacher on forget, min-steps towards it on retain."
@@ -521,7 +512,7 @@ def _scrub(model, retain, forget, mask, seed, hp, cost):
     cost.forward_examples += fwd[0]
     return model
 
-# %% ../nbs/06_unlearning.ipynb #f0307361
+# %% ../nbs/06_unlearning.ipynb #f72787da
 @dataclass
 class RFTHP(TrainHP):
     "Reset the selected entries to a fresh init, then fine-tune them and the head on the retain set."
@@ -564,7 +555,7 @@ def _rft(model, retain, forget, mask, seed, hp, cost):
     cost.info.update(mask_budget=mask.budget, trained_budget=tm.budget)
     return masked_train(model, retain, hp, cost, seed, tm, desc='rft')
 
-# %% ../nbs/06_unlearning.ipynb #7baa30a0
+# %% ../nbs/06_unlearning.ipynb #23523759
 @dataclass
 class SGLDHP(FinetuneHP):
     "Noisy fine-tuning on the retain set."
@@ -581,7 +572,7 @@ def _sgld_finetune(model, retain, forget, mask, seed, hp, cost):
         p.grad.add_(torch.randn(p.shape, generator=gens[p.device], device=p.device, dtype=p.dtype), alpha=hp.sigma)
     return masked_train(model, retain, hp, cost, seed, mask, grad_fn=grad_fn, desc='sgld_finetune')
 
-# %% ../nbs/06_unlearning.ipynb #dc7c4fa6
+# %% ../nbs/06_unlearning.ipynb #07287b72
 @dataclass
 class SalunHP(RandomLabelHP):
     "SalUn: the salloc mask plus random-label training."
@@ -616,7 +607,7 @@ def _del(model, retain, forget, mask, seed, hp, cost):
     mask = _localized('del', model, forget, mask, hp, cost)
     return _rft(model, retain, forget, mask, seed, hp, cost)
 
-# %% ../nbs/06_unlearning.ipynb #c16eb443
+# %% ../nbs/06_unlearning.ipynb #04106f07
 _PAPER_TRAIN = dict(momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01)
 PAPER_HP = {
     'retrain': dict(_PAPER_TRAIN, epochs=20, lr=0.05),
