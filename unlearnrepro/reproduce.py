@@ -5,15 +5,16 @@
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'nbs_dir', 'ExperimentFailed', 'run_experiment', 'notebook_markdown', 'write_readme', 'main']
 
-# %% ../nbs/08_reproduce.ipynb #be87a275
+# %% ../nbs/08_reproduce.ipynb #9e88ac04
 import os, sys, time, argparse, ast
 import unlearnrepro
 from pathlib import Path
 from .core import *
 
-# %% ../nbs/08_reproduce.ipynb #e521d9ef
+# %% ../nbs/08_reproduce.ipynb #ed00e19e
 EXPERIMENTS = Registry('experiment')
 EXPERIMENTS.register('quickstart')(lambda: dict(notebook='10_quickstart.ipynb', about='original vs oracle on IID and non-IID forget sets: the gap unlearning must close'))
+EXPERIMENTS.register('del')(lambda: dict(notebook='11_del.ipynb', about='DEL (TMLR 2025): Figures 2-3, Tables 2-6, 8-10, cost and claims check'))
 
 def nbs_dir() -> Path:
     "The folder of the experiment notebooks: `$UNLEARNREPRO_NBS`, else `nbs/` of the repository this package is installed from."
@@ -27,7 +28,7 @@ def nbs_dir() -> Path:
 class ExperimentFailed(UnlearnReproError):
     "An experiment notebook raised; the message names the notebook and the cell."
 
-# %% ../nbs/08_reproduce.ipynb #00061d62
+# %% ../nbs/08_reproduce.ipynb #5c31a8e3
 def run_experiment(name:str, # a name in EXPERIMENTS
                    preset:str='tiny', # a name in PRESETS
                    out_dir:str|Path|None=None, # root of figures/tables (default <repo>/figures)
@@ -54,7 +55,7 @@ def run_experiment(name:str, # a name in EXPERIMENTS
                                f"{e.ename}: {e.evalue}; executed notebook: {dst}") from None
     return dst
 
-# %% ../nbs/08_reproduce.ipynb #c7269d14
+# %% ../nbs/08_reproduce.ipynb #f5965669
 def notebook_markdown(nb_path:str|Path) -> str:
     "A notebook as GitHub markdown: markdown cells as they are, code cells fenced, text outputs below them."
     import nbformat
@@ -76,7 +77,7 @@ def write_readme(root:str|Path|None=None): # repository root (default: the one h
     body = '<!-- generated from nbs/index.ipynb by `unlearnrepro readme`; edit the notebook, not this file -->\n\n' + notebook_markdown(root/'nbs'/'index.ipynb')
     out.write_text(body); return out
 
-# %% ../nbs/08_reproduce.ipynb #d92f0c3e
+# %% ../nbs/08_reproduce.ipynb #916a4f2f
 def _parser():
     p = argparse.ArgumentParser(prog='unlearnrepro', description='Reproduce the DEL, per-instance-privacy and memorization-proxy papers.')
     sub = p.add_subparsers(dest='cmd', required=True)
