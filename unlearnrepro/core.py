@@ -6,9 +6,9 @@
 __all__ = ['PRESETS', 'CACHE_FORMAT', 'UnlearnReproError', 'UnknownNameError', 'BadValueError', 'BadIndicesError',
            'DataNotFoundError', 'CorruptArtifactError', 'check_fraction', 'Registry', 'seed_everything',
            'make_generator', 'get_device', 'quiet', 'progress', 'get_preset', 'canonical_json', 'config_key',
-           'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_figure']
+           'tensor_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_figure']
 
-# %% ../nbs/00_core.ipynb #7768cd68
+# %% ../nbs/00_core.ipynb #345cf0c3
 import os, sys, json, hashlib, random, tempfile, copy, dataclasses
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-# %% ../nbs/00_core.ipynb #3d7de8a6
+# %% ../nbs/00_core.ipynb #f28abe9a
 class UnlearnReproError(ValueError):
     "Base class of every error this package raises on bad input."
 
@@ -37,7 +37,7 @@ class DataNotFoundError(UnlearnReproError, FileNotFoundError):
 class CorruptArtifactError(UnlearnReproError):
     "A cached artifact that cannot be read back (truncated, wrong format, or not what its sidecar says)."
 
-# %% ../nbs/00_core.ipynb #7ad2231d
+# %% ../nbs/00_core.ipynb #c105a939
 def check_fraction(name:str, # what the number is called in the message
                    value:float, # the number to check
                    allow_one:bool=True): # whether 1 itself is allowed
@@ -48,7 +48,7 @@ def check_fraction(name:str, # what the number is called in the message
         raise BadValueError(f"{name}={value!r} is not allowed: it must lie in {rng}")
     return float(value)
 
-# %% ../nbs/00_core.ipynb #f2346cb1
+# %% ../nbs/00_core.ipynb #fca79049
 class Registry:
     "A name -> factory mapping with a decorator to add to it and clear errors for unknown names."
     def __init__(self, kind:str): self.kind, self._d = kind, {}
@@ -68,7 +68,7 @@ class Registry:
     def names(self): return sorted(self._d)
     def __repr__(self): return f"Registry({self.kind}: {', '.join(self.names())})"
 
-# %% ../nbs/00_core.ipynb #567dc9bd
+# %% ../nbs/00_core.ipynb #82ab225b
 def seed_everything(seed:int): # the seed for python, numpy and torch
     "Seed python's `random`, numpy and torch (CPU and CUDA)."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -87,7 +87,7 @@ def get_device(prefer:str|None=None): # 'cuda', 'cpu' or None for automatic
     if prefer == 'cuda' and not torch.cuda.is_available(): raise BadValueError("device='cuda' was asked for but no GPU is available")
     return torch.device(prefer)
 
-# %% ../nbs/00_core.ipynb #19d8968e
+# %% ../nbs/00_core.ipynb #06b9d0db
 def quiet() -> bool:
     "True under `nbdev_test` / CI / `UNLEARNREPRO_QUIET`, where progress bars stay silent."
     return any(os.environ.get(k) for k in ('IN_TEST', 'UNLEARNREPRO_QUIET'))
@@ -96,7 +96,7 @@ def progress(it, **kw):
     "A tqdm progress bar over `it`, disabled when `quiet()`."
     return tqdm(it, disable=quiet() or kw.pop('disable', False), **kw)
 
-# %% ../nbs/00_core.ipynb #91f8a55c
+# %% ../nbs/00_core.ipynb #b3c64a3e
 PRESETS = Registry('preset')
 
 @PRESETS.register('tiny')
@@ -133,7 +133,7 @@ def get_preset(name:str): # 'tiny', 'cpu' or 'paper'
     "A fresh copy of the named preset (a plain dict, safe to modify)."
     return copy.deepcopy(PRESETS[name]())
 
-# %% ../nbs/00_core.ipynb #f7ad34ed
+# %% ../nbs/00_core.ipynb #bdf5a89b
 CACHE_FORMAT = 1  # bump when the meaning of a cached artifact changes without its config changing
 
 def _canon(o):
@@ -163,7 +163,17 @@ def config_key(kind:str, # what is cached ('model', 'mask', 'forget', ...)
     txt = canonical_json({'kind': kind, 'format': CACHE_FORMAT, 'config': config})
     return hashlib.sha256(txt.encode()).hexdigest()[:20]
 
-# %% ../nbs/00_core.ipynb #014c0020
+# %% ../nbs/00_core.ipynb #94f6a91d
+def tensor_hash(*ts) -> str:
+    "SHA-256 (20 hex chars) of tensors' dtypes, shapes and bytes."
+    h = hashlib.sha256()
+    for t in ts:
+        t = torch.as_tensor(t).detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+# %% ../nbs/00_core.ipynb #db59d39a
 def _atomic_write(path:Path, write:Callable[[Path], None]):
     "Call `write(tmp)` on a temp file beside `path`, fsync it, then move it into place."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +197,7 @@ def _version():
         from . import __version__; return __version__
     except Exception: return 'unknown'
 
-# %% ../nbs/00_core.ipynb #d8ff5375
+# %% ../nbs/00_core.ipynb #c8dce85c
 def default_cache_dir() -> Path:
     "`$UNLEARNREPRO_CACHE`, else `~/.cache/unlearnrepro`."
     return Path(os.environ.get('UNLEARNREPRO_CACHE') or Path.home()/'.cache'/'unlearnrepro')
@@ -263,7 +273,7 @@ class Cache:
 
     def __repr__(self): return f"Cache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
 
-# %% ../nbs/00_core.ipynb #3bd17432
+# %% ../nbs/00_core.ipynb #12ec0442
 def repo_root(start:Path|None=None) -> Path|None:
     "The nearest parent of `start` (default: cwd) holding `settings.ini`, or None."
     p = Path(start or Path.cwd()).resolve()

@@ -7,7 +7,7 @@ __all__ = ['LOCALIZERS', 'CRITERIA', 'GRANULARITIES', 'Mask', 'attach_map', 'Lay
            'localize', 'deepest', 'shallowest', 'grad_sum', 'scores', 'unit_scores', 'select', 'score_localizer',
            'salloc', 'del_localizer', 'critmem', 'random_mask', 'cached_localize']
 
-# %% ../nbs/05_localization.ipynb #284560e0
+# %% ../nbs/05_localization.ipynb #8f7313b3
 import math, copy, hashlib
 from dataclasses import dataclass, field
 import numpy as np
@@ -16,7 +16,7 @@ from .core import *
 from .data import *
 from .models import *
 
-# %% ../nbs/05_localization.ipynb #9a23c112
+# %% ../nbs/05_localization.ipynb #a9790905
 def _is_plain(v) -> bool:
     "True for numbers, strings, None and (nested) lists / str-keyed dicts of them: what `torch.load(weights_only=True)` reads back."
     if v is None or isinstance(v, (int, float, str, bool)): return True
@@ -88,7 +88,7 @@ class Mask:
     def __or__(self, other:'Mask'): return Mask({k: v | other.masks[k] for k, v in self.masks.items()}, {'op': 'union'})
     def __repr__(self): return f"Mask(budget={self.budget:.4f}, selected={self.n_selected}/{self.n_total}, {self.meta.get('localizer', '')})"
 
-# %% ../nbs/05_localization.ipynb #0c908545
+# %% ../nbs/05_localization.ipynb #fa104200
 def _is_layer(mod:nn.Module) -> bool:
     "A module with a >= 2-d `weight` of its own (Conv, Linear, Embedding, ...)."
     w = getattr(mod, '_parameters', {}).get('weight')
@@ -110,7 +110,7 @@ def attach_map(model:nn.Module) -> dict:
         if _is_layer(mod): last = (full('weight'), mod.weight.shape[0])
     return out
 
-# %% ../nbs/05_localization.ipynb #9d33e385
+# %% ../nbs/05_localization.ipynb #10dddde3
 @dataclass
 class Layer:
     "A unit-defining parameter: `n` units (rows) of `row` entries each, plus attached 1-d parameters."
@@ -183,7 +183,7 @@ class Units:
 
     def __repr__(self): return f"Units({self.n_units} units in {len(self.layers)} layers, {self.n_total} parameters, attach_1d={self.attach_1d})"
 
-# %% ../nbs/05_localization.ipynb #d3adb1de
+# %% ../nbs/05_localization.ipynb #c1d1589a
 def fill(sizes:torch.Tensor, # entries per unit
          order:torch.Tensor, # unit ids, best first
          cap:float) -> torch.Tensor: # at most this many entries (budget x N)
@@ -193,10 +193,8 @@ def fill(sizes:torch.Tensor, # entries per unit
     sel = torch.zeros(len(sizes), dtype=torch.bool); sel[order[:k]] = True
     return sel
 
-# %% ../nbs/05_localization.ipynb #2ce14d92
+# %% ../nbs/05_localization.ipynb #5d74cb0f
 LOCALIZERS = Registry('localizer')
-
-def _digest(t:torch.Tensor) -> str: return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 def mask_digest(mask:Mask) -> str:
     "A checksum of a mask's names, shapes and selected entries."
@@ -206,7 +204,7 @@ def mask_digest(mask:Mask) -> str:
 
 def data_key(data:TensorData) -> dict:
     "Size and index hash of a data set (for meta and cache keys)."
-    return dict(n=len(data), idx=_digest(data.idx.long()))
+    return dict(n=len(data), idx=tensor_hash(data.idx.long()))
 
 def _plain_options(kw:dict) -> dict:
     "Options as plain values: masks by checksum, data sets by `data_key`, tuples as lists."
@@ -238,7 +236,7 @@ def localize(name:str, # a name in LOCALIZERS: deepest, shallowest, salloc, del,
     m.meta.update(localizer=name, budget=budget, achieved=m.budget, options=_plain_options(kw), forget=data_key(forget))
     return m
 
-# %% ../nbs/05_localization.ipynb #752abd34
+# %% ../nbs/05_localization.ipynb #ce4ffd55
 def _by_layers(model, budget, from_end:bool, partial=True, attach_1d=True):
     U = Units(model, attach_1d); cap, used = budget * U.n_total, 0
     sel = torch.zeros(U.n_units, dtype=torch.bool)
@@ -261,7 +259,7 @@ def shallowest(model:nn.Module, forget:TensorData, budget:float, partial:bool=Tr
     "Whole layers from the input end, then whole units of the boundary layer."
     return _by_layers(model, budget, False, partial, attach_1d)
 
-# %% ../nbs/05_localization.ipynb #43764192
+# %% ../nbs/05_localization.ipynb #745073c6
 CRITERIA = Registry('criterion')
 CRITERIA.register('grad')(lambda p, g: g)
 CRITERIA.register('weighted_grad')(lambda p, g: p * g)
@@ -296,7 +294,7 @@ def scores(model:nn.Module, # the trained model
     g = grad_sum(model, data, batch_size) if criterion != 'weight' else {}
     return {n: f(p.detach().cpu(), g.get(n)).abs() for n, p in model.named_parameters()}
 
-# %% ../nbs/05_localization.ipynb #eb7235bb
+# %% ../nbs/05_localization.ipynb #2b4f0611
 def unit_scores(units:'Units|nn.Module', # a unit layout, or a model (then `Units(model)`)
                 s:dict, # per-entry scores by parameter name
                 h_frac:float=0.1, # h as a fraction of the row length
@@ -313,7 +311,7 @@ def unit_scores(units:'Units|nn.Module', # a unit layout, or a model (then `Unit
         out.append(S.topk(h, dim=1).values.mean(1))
     return torch.cat(out)
 
-# %% ../nbs/05_localization.ipynb #dbdc6fd3
+# %% ../nbs/05_localization.ipynb #1710ffd3
 GRANULARITIES = Registry('granularity')
 
 @GRANULARITIES.register('parameter')
@@ -355,7 +353,7 @@ def score_localizer(model:nn.Module, forget:TensorData, budget:float,
     m = select(model, scores(model, forget if data is None else data, criterion, batch_size), budget, granularity, h_frac, attach_1d)
     m.meta.update(criterion=criterion, scored_on='forget' if data is None else 'data'); return m
 
-# %% ../nbs/05_localization.ipynb #150c773e
+# %% ../nbs/05_localization.ipynb #607cd675
 @LOCALIZERS.register('salloc')
 def salloc(model:nn.Module, forget:TensorData, budget:float,
            data:TensorData|None=None, # data to score on (default: the forget set)
@@ -363,7 +361,7 @@ def salloc(model:nn.Module, forget:TensorData, budget:float,
     "SalUn's mask: the top floor(budget x N) entries by |summed gradient| of the forget loss."
     return score_localizer(model, forget, budget, 'grad', 'parameter', data, batch_size=batch_size)
 
-# %% ../nbs/05_localization.ipynb #8305099a
+# %% ../nbs/05_localization.ipynb #2356aabe
 @LOCALIZERS.register('del')
 def del_localizer(model:nn.Module, forget:TensorData, budget:float,
                   h_frac:float=0.1, # h = max(1, ceil(h_frac x row length)); 1.0 = channel mean
@@ -373,7 +371,7 @@ def del_localizer(model:nn.Module, forget:TensorData, budget:float,
     "DEL's mask: whole units ranked by the top-h mean of |theta x G| on the forget set."
     return score_localizer(model, forget, budget, 'weighted_grad', 'channel', data, h_frac, batch_size, attach_1d)
 
-# %% ../nbs/05_localization.ipynb #e095bd1a
+# %% ../nbs/05_localization.ipynb #2e4aece9
 def _set_unit(params:dict, L:Layer, j:int, src:dict|None=None):
     "Zero unit `j` of layer `L` in `params` (or copy it from `src`)."
     with torch.no_grad():
@@ -420,7 +418,7 @@ def critmem(model:nn.Module, forget:TensorData, budget:float,
     m = U.to_mask(union, dict(rec, n_units=int(union.sum()), max_iters=max_iters, max_examples=max_examples))
     return m
 
-# %% ../nbs/05_localization.ipynb #ca2eb3fe
+# %% ../nbs/05_localization.ipynb #fdcac303
 @LOCALIZERS.register('random')
 def random_mask(model:nn.Module, forget:TensorData, budget:float,
                 like:Mask|None=None, # match this mask's per-layer unit (or per-tensor entry) counts
@@ -451,7 +449,7 @@ def random_mask(model:nn.Module, forget:TensorData, budget:float,
             sel[L.start + torch.randperm(L.n, generator=g)[:k]] = True
     return U.to_mask(sel, dict(granularity='channel', n_units=int(sel.sum())))
 
-# %% ../nbs/05_localization.ipynb #adffd76f
+# %% ../nbs/05_localization.ipynb #f08e020a
 def cached_localize(name:str, # a name in LOCALIZERS
                     model:nn.Module, # the trained model
                     forget:TensorData, # the forget set

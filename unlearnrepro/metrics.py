@@ -4,12 +4,11 @@
 
 # %% auto #0
 __all__ = ['PROB_TOL', 'MIA_FEATURES', 'LOG_CLAMP', 'SHADOW_SAMPLERS', 'TOW_SPLITS', 'EPS_DELTA', 'EPS_CAP',
-           'THRESHOLDS_PER_UNIT', 'INTERVAL_BUFFER', 'INTERVAL_POINTS', 'check_probs', 'tensor_hash', 'state_hash',
-           'evaluate', 'gaps', 'mia_features', 'svc_mia', 'shadow_members', 'population_mia', 'loss_mia_auc',
-           'ks_distance', 'tow', 'tow_mia', 'mean_ci', 'recalibrate_bn_stats', 'loss_barrier', 'logit_confidence',
-           'epsilon_score']
+           'THRESHOLDS_PER_UNIT', 'INTERVAL_BUFFER', 'INTERVAL_POINTS', 'check_probs', 'state_hash', 'evaluate', 'gaps',
+           'mia_features', 'svc_mia', 'shadow_members', 'population_mia', 'loss_mia_auc', 'ks_distance', 'tow',
+           'tow_mia', 'mean_ci', 'recalibrate_bn_stats', 'loss_barrier', 'logit_confidence', 'epsilon_score']
 
-# %% ../nbs/07_metrics.ipynb #40633aed
+# %% ../nbs/07_metrics.ipynb #818f88bf
 import hashlib, math, warnings
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -22,7 +21,7 @@ from .core import *
 from .data import *
 from .models import *
 
-# %% ../nbs/07_metrics.ipynb #25d630b3
+# %% ../nbs/07_metrics.ipynb #ba394428
 PROB_TOL = 1e-3  # how far a row of probabilities may sum from 1
 
 def _np(x, dtype=np.float64):
@@ -59,16 +58,7 @@ def check_probs(probs, # examples x classes, rows are probability vectors
         raise BadValueError(f"row {i} of probs sums to {s[i]:.6f}, not 1 (tolerance {tol}); pass softmax probabilities, not logits")
     return np.clip(p, 0, 1), y
 
-# %% ../nbs/07_metrics.ipynb #11bdbf32
-def tensor_hash(*ts) -> str:
-    "SHA-256 (20 hex chars) of tensors' dtypes, shapes and bytes."
-    h = hashlib.sha256()
-    for t in ts:
-        t = torch.as_tensor(t).detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:20]
-
+# %% ../nbs/07_metrics.ipynb #4a388dbb
 def state_hash(model:nn.Module|dict) -> str:
     "Hash of a model's `state_dict` (or of a name -> tensor dict): names, dtypes, shapes and bytes."
     sd = model.state_dict() if isinstance(model, nn.Module) else model
@@ -99,7 +89,7 @@ def evaluate(model:nn.Module, # model to evaluate (eval mode, no gradients)
     return dict(acc={k: o['correct'].float().mean().item() for k, o in outs.items()},
                 loss={k: o['loss'].mean().item() for k, o in outs.items()}, outputs=outs)
 
-# %% ../nbs/07_metrics.ipynb #be7ec7fe
+# %% ../nbs/07_metrics.ipynb #e48d29c2
 def _metric_dict(d, name):
     if not isinstance(d, dict) or not d: raise BadValueError(f"{name} must be a non-empty dict metric name -> value, got {d!r}")
     out = {}
@@ -127,7 +117,7 @@ def gaps(metrics_u:dict, # metric name -> value of the unlearned model
     out['avg_gap'] = float(np.mean([abs(v) for v in d.values()]))
     return out
 
-# %% ../nbs/07_metrics.ipynb #b1caa90e
+# %% ../nbs/07_metrics.ipynb #eee7e67e
 MIA_FEATURES = Registry('MIA feature')
 LOG_CLAMP = 1e-30  # smallest argument of a log in the features
 
@@ -159,7 +149,7 @@ def mia_features(probs, # examples x classes softmax probabilities
     p, y = check_probs(probs, labels)
     return f(p, y)
 
-# %% ../nbs/07_metrics.ipynb #77758fa1
+# %% ../nbs/07_metrics.ipynb #32961af3
 def _features2d(a, name):
     a = _np(a)
     if a.ndim == 1: a = a[:, None]
@@ -178,7 +168,7 @@ def svc_mia(shadow_in, # features of shadow members (n_in,) or (n_in, d)
     clf = SVC(C=3, kernel='rbf', gamma='auto').fit(np.concatenate([a, b]), np.r_[np.ones(len(a)), np.zeros(len(b))])
     return float((clf.predict(t) == 0).mean())
 
-# %% ../nbs/07_metrics.ipynb #4092c46f
+# %% ../nbs/07_metrics.ipynb #0ba0ef7c
 SHADOW_SAMPLERS = Registry('shadow-member sampling')
 
 @SHADOW_SAMPLERS.register('stratified')
@@ -238,7 +228,7 @@ def population_mia(source, # a model, or the result of `evaluate` (or its 'outpu
         return svc_mia(fr[members], ft, ff)
     return one(kind) if isinstance(kind, str) else {k: one(k) for k in kind}
 
-# %% ../nbs/07_metrics.ipynb #c9e01835
+# %% ../nbs/07_metrics.ipynb #3ca4a1c2
 def loss_mia_auc(forget_losses, # per-example losses on the forget set
                  test_losses, # per-example losses on the test set
                  n_splits:int=5, # cross-validation folds
@@ -260,7 +250,7 @@ def ks_distance(losses_a, # e.g. forget-set losses of the unlearned model
     "Two-sample Kolmogorov-Smirnov statistic between two loss samples."
     return float(stats.ks_2samp(_vector(losses_a, 'losses_a'), _vector(losses_b, 'losses_b')).statistic)
 
-# %% ../nbs/07_metrics.ipynb #df041731
+# %% ../nbs/07_metrics.ipynb #d4523599
 TOW_SPLITS = ('forget', 'retain', 'test')
 
 def _fraction(v, name):
@@ -302,7 +292,7 @@ def mean_ci(values, # one value per seed
     sem = v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean()), float(stats.t.ppf((1 + conf) / 2, len(v) - 1) * sem)
 
-# %% ../nbs/07_metrics.ipynb #226ef6ac
+# %% ../nbs/07_metrics.ipynb #0eb98017
 def _tracks_bn(m): return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
 
 def _check_endpoints(model, pa, pb):
@@ -385,7 +375,7 @@ def loss_barrier(model:nn.Module, # architecture (and any tensors missing from t
         res.update(per_example=gap_ex.max(0).values, example_losses=L)
     return res
 
-# %% ../nbs/07_metrics.ipynb #d13e6fe1
+# %% ../nbs/07_metrics.ipynb #ecb527b3
 EPS_DELTA, EPS_CAP = 1e-5, 50.0
 THRESHOLDS_PER_UNIT = 100  # single-threshold grid density
 INTERVAL_BUFFER, INTERVAL_POINTS = 2.0, 400  # interval rules: +-2 around the peaky distribution, 400 points per endpoint
