@@ -112,8 +112,8 @@ def _tiny(): return dict(
 @PRESETS.register('cpu')
 def _cpu(): return dict(
     name='cpu',
-    data=dict(name='fashion_mnist', n_train=6000, n_test=2000),
-    model=dict(name='resnet_cifar', depth=20, width=0.5),
+    data=dict(name='fashion_mnist', n_train=4000, n_test=1000),
+    model=dict(name='resnet_cifar', depth=8, width=0.5),
     train=dict(epochs=15, lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01),
     oracle=dict(epochs=15, lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01),
     forget=dict(frac=0.1, classes=[2, 5]),
