@@ -64,3 +64,10 @@ def test_del_tiny_writes_every_figure_and_table(tmp_path):
     t2 = pd.read_csv(d/'table2_noniid.csv')
     assert {'Retrain', 'Fine-tune', 'NegGrad+', 'NegGrad', 'Random Label', 'L1-sparse', 'IU', 'SSD'} <= set(t2.method)
     assert any(m.startswith('DEL (') for m in t2.method)
+
+@pytest.mark.parametrize('param, named', [('max_epochs=0', 'max_epochs=0'), ('budgets=[0.1, 1.5]', 'budget=1.5'),
+                                           ("forget_kinds=['IID', 'odd']", "'odd'")])
+def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
+    r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
+    assert r.returncode == 1 and '11_del.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
+    assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'del').exists()  # nothing trained, nothing written
