@@ -71,3 +71,12 @@ def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, name
     r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
     assert r.returncode == 1 and '11_del.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'del').exists()  # nothing trained, nothing written
+
+def test_committed_cpu_results_are_complete():
+    # figures/cpu/del is committed so readers see results without running anything: every file, 3 seeds, both forget sets
+    d = ROOT/'figures'/'cpu'/'del'
+    missing = [f for f in DEL_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
+    assert not missing, missing
+    runs = pd.read_csv(d/'all_runs.csv')
+    assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'IID', 'non-IID'}
+    assert (ROOT/'nbs'/'hparams'/'del_cpu.yaml').stat().st_size > 0
