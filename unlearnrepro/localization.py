@@ -423,9 +423,10 @@ def critmem(model:nn.Module, forget:TensorData, budget:float,
 def random_mask(model:nn.Module, forget:TensorData, budget:float,
                 like:Mask|None=None, # match this mask's per-layer unit (or per-tensor entry) counts
                 seed:int=0, # seed of the draw
-                granularity:str='channel', # 'channel' (units) or 'parameter' (entries)
+                granularity:str|None=None, # 'channel' (units) or 'parameter' (entries); None: `like`'s, else 'channel'
                 attach_1d:bool=True): # attach 1-d parameters to their channel
     "Random units (or entries), matching `like` per layer when given, else up to the budget."
+    granularity = granularity or (like.meta.get('granularity') if like is not None else None) or 'channel'
     GRANULARITIES[granularity]
     g, U = make_generator(seed), Units(model, attach_1d)
     if like is not None: like.check(model)
