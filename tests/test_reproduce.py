@@ -1,7 +1,7 @@
 "The `unlearnrepro` command end to end: papermill runs the quickstart at `tiny` and writes its figure and tables."
 import os, subprocess, sys, json
 from pathlib import Path
-import pandas as pd
+import pandas as pd, yaml
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +80,15 @@ def test_committed_cpu_results_are_complete():
     runs = pd.read_csv(d/'all_runs.csv')
     assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'IID', 'non-IID'}
     assert (ROOT/'nbs'/'hparams'/'del_cpu.yaml').stat().st_size > 0
+
+def test_del_tunes_per_forget_kind(tmp_path):
+    # the paper's protocol (the `paper` default): separate studies on an IID and a non-IID forget set, written to a YAML of our choosing
+    hp, committed = tmp_path/'hp.yaml', (ROOT/'nbs'/'hparams'/'del_tiny.yaml').read_bytes()
+    r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', 'tune_per_kind=True', '-p', f'hparams_file={hp}')
+    assert r.returncode == 0, r.stdout + r.stderr
+    chosen = yaml.safe_load(hp.read_text())
+    per_kind = {k: {m.split(':', 1)[1] for m in chosen if m.startswith(k + ':')} for k in ('IID', 'non-IID')}
+    assert per_kind['IID'] and per_kind['IID'] == per_kind['non-IID'] and 'del/rft' in per_kind['IID']
+    assert (ROOT/'nbs'/'hparams'/'del_tiny.yaml').read_bytes() == committed  # the committed file is left alone
+    trials = pd.read_csv(tmp_path/'f'/'tiny'/'del'/'tuning_trials.csv')
+    assert trials.method.str.startswith('non-IID:').any()
