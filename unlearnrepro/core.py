@@ -6,7 +6,8 @@
 __all__ = ['PRESETS', 'CACHE_FORMAT', 'UnlearnReproError', 'UnknownNameError', 'BadValueError', 'BadIndicesError',
            'DataNotFoundError', 'CorruptArtifactError', 'check_fraction', 'Registry', 'seed_everything',
            'make_generator', 'get_device', 'quiet', 'progress', 'get_preset', 'canonical_json', 'config_key',
-           'tensor_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_figure']
+           'tensor_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_text',
+           'save_figure']
 
 # %% ../nbs/00_core.ipynb #345cf0c3
 import os, sys, json, hashlib, random, tempfile, copy, dataclasses
@@ -294,8 +295,12 @@ def save_table(df, # a pandas DataFrame
     "Write `df` as `<path>.csv` and `<path>.md` (atomic writes)."
     path = Path(path)
     _atomic_write(path.with_suffix('.csv'), lambda t: df.to_csv(t, index=False))
-    _atomic_write(path.with_suffix('.md'), lambda t: Path(t).write_text(df.to_markdown(index=False, floatfmt=floatfmt) + '\n'))
-    return path.with_suffix('.csv'), path.with_suffix('.md')
+    return path.with_suffix('.csv'), save_text(path.with_suffix('.md'), df.to_markdown(index=False, floatfmt=floatfmt) + '\n')
+
+def save_text(path:str|Path, # file to (re)write
+              text:str): # its whole new content
+    "Write `text` to `path` atomically: a killed run leaves the old file or the new one, never half of one."
+    path = Path(path); _atomic_write(path, lambda t: Path(t).write_text(text)); return path
 
 def save_figure(fig, # a matplotlib figure
                 path:str|Path): # file name without extension
