@@ -51,14 +51,15 @@ DEL_FILES = ['fig2_strategies_rft.png', 'fig3_strategy_x_algorithm.png', 'fig3_s
              'table10_retain_gap.csv', 'table10_retain_gap.md', 'cost_vs_retrain.csv', 'cost_vs_retrain.md', 'claims.csv', 'claims.md',
              'tuning_trials.csv', 'oracle_reference.csv', 'all_runs.csv']
 
+def _missing(d): return [f for f in DEL_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
+
 def test_del_tiny_writes_every_figure_and_table(tmp_path):
     # the shared artifact cache ($UNLEARNREPRO_CACHE) is used on purpose: after the notebook test this run only re-renders
     out = tmp_path/'figs'
     r = _cli('reproduce', '--only', 'del', '--out', str(out), '--runs', str(tmp_path/'runs'))
     assert r.returncode == 0, r.stdout + r.stderr
     d = out/'tiny'/'del'
-    missing = [f for f in DEL_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
-    assert not missing, missing
+    assert not _missing(d), _missing(d)
     claims = pd.read_csv(d/'claims.csv')
     assert len(claims) >= 13 and set(claims['holds?'].astype(str)) <= {'True', 'False'}
     t2 = pd.read_csv(d/'table2_noniid.csv')
@@ -75,8 +76,7 @@ def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, name
 def test_committed_cpu_results_are_complete():
     # figures/cpu/del is committed so readers see results without running anything: every file, 3 seeds, both forget sets
     d = ROOT/'figures'/'cpu'/'del'
-    missing = [f for f in DEL_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
-    assert not missing, missing
+    assert not _missing(d), _missing(d)
     runs = pd.read_csv(d/'all_runs.csv')
     assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'IID', 'non-IID'}
     assert (ROOT/'nbs'/'hparams'/'del_cpu.yaml').stat().st_size > 0
