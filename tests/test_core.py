@@ -44,22 +44,30 @@ def test_truncated_artifact_detected_and_recomputed(tmp_path):
     with pytest.raises(CorruptArtifactError, match='no sidecar'): Cache(tmp_path, on_corrupt='raise').load('m', {'a': 1})
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    "A run killed while the artifact is written leaves no artifact and no temp file; the rerun recomputes without a warning."
+    import unlearnrepro.core as core, warnings
     c = Cache(tmp_path)
-    real_save = torch.save
-    def dying_save(obj, f, *a, **k):
-        Path(f).write_bytes(b'half a checkpoint'); raise KeyboardInterrupt  # killed mid-write
-    monkeypatch.setattr(torch, 'save', dying_save)
+    real = core._atomic_write
+    def dying(path, write):
+        if path.suffix == '.pt':
+            def half(tmp): Path(tmp).write_bytes(b'half a checkpoint'); raise KeyboardInterrupt  # killed mid-write
+            return real(path, half)
+        return real(path, write)
+    monkeypatch.setattr(core, '_atomic_write', dying)
     with pytest.raises(KeyboardInterrupt): c.get('m', {'a': 1}, lambda: {'w': torch.ones(3)})
     assert not c.path('m', {'a': 1}).exists()
-    assert [p for p in tmp_path.rglob('*') if p.is_file()] == []  # no temp file, no sidecar
-    monkeypatch.setattr(torch, 'save', real_save)
-    assert torch.equal(c.get('m', {'a': 1}, lambda: {'w': torch.ones(3)})['w'], torch.ones(3))  # the rerun completes
+    assert not [p for p in tmp_path.rglob('*.tmp')]  # no temp file
+    monkeypatch.setattr(core, '_atomic_write', real)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a sidecar without its artifact is simply "not stored": no warning
+        assert c.load('m', {'a': 1}) is None
+        assert torch.equal(c.get('m', {'a': 1}, lambda: {'w': torch.ones(3)})['w'], torch.ones(3))  # the rerun completes
 
 def test_loads_are_weights_only(tmp_path):
     c = Cache(tmp_path)
     class Evil:
         def __reduce__(self): return (os.system, ('echo pwned',))
-    with pytest.raises(Exception): c.get('m', {'a': 2}, lambda: {'x': Evil()})
+    with pytest.raises(CorruptArtifactError, match='cannot be read back'): c.get('m', {'a': 2}, lambda: {'x': Evil()})
     assert c.load('m', {'a': 2}) is None  # whatever was written is refused on load (weights_only), never executed
 
 def test_unknown_preset():

@@ -4,20 +4,22 @@
 
 # %% auto #0
 __all__ = ['PRESETS', 'CACHE_FORMAT', 'UnlearnReproError', 'UnknownNameError', 'BadValueError', 'BadIndicesError',
-           'DataNotFoundError', 'CorruptArtifactError', 'check_fraction', 'Registry', 'seed_everything',
-           'make_generator', 'get_device', 'quiet', 'progress', 'get_preset', 'canonical_json', 'config_key',
-           'tensor_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_text',
-           'save_figure']
+           'DataNotFoundError', 'CorruptArtifactError', 'check_int', 'check_seed', 'check_number', 'check_fraction',
+           'Registry', 'seed_everything', 'make_generator', 'get_device', 'threads_setting', 'set_threads', 'quiet',
+           'progress', 'get_preset', 'canonical_json', 'config_key', 'content_hash', 'default_cache_dir', 'Cache',
+           'repo_root', 'figures_dir', 'save_table', 'save_text', 'save_figure']
 
-# %% ../nbs/00_core.ipynb #345cf0c3
-import os, sys, json, hashlib, random, tempfile, copy, dataclasses
+# %% ../nbs/00_core.ipynb #aee4ad18
+import os, io, sys, json, math, hashlib, random, tempfile, copy, warnings, dataclasses
 from pathlib import Path
 from typing import Any, Callable
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
+with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns once at import in a kernel without ipywidgets
+    warnings.simplefilter('ignore'); import tqdm.auto as _tqdm_auto
 
-# %% ../nbs/00_core.ipynb #f28abe9a
+# %% ../nbs/00_core.ipynb #d29d588f
 class UnlearnReproError(ValueError):
     "Base class of every error this package raises on bad input."
 
@@ -38,18 +40,54 @@ class DataNotFoundError(UnlearnReproError, FileNotFoundError):
 class CorruptArtifactError(UnlearnReproError):
     "A cached artifact that cannot be read back (truncated, wrong format, or not what its sidecar says)."
 
-# %% ../nbs/00_core.ipynb #c105a939
+# %% ../nbs/00_core.ipynb #cabb243c
+def _is_num(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+def check_int(name:str, # what the number is called in the message
+              value, # the value to check
+              low:int|None=None, # smallest allowed value (None: no bound)
+              high:int|None=None): # largest allowed value (None: no bound)
+    "Raise `BadValueError` unless `value` is an integer (not a bool, not 1.5) in `[low, high]`; returns it as `int`."
+    rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+        raise BadValueError(f"{name}={value!r} is not allowed: it must be an integer in {rng}")
+    return int(value)
+
+def check_seed(seed, name:str='seed') -> int:
+    "A seed is a non-negative integer: 1.5 is not seed 1, True is not seed 1."
+    return check_int(name, seed, 0)
+
+def check_number(name:str, # what the number is called in the message
+                 value, # the value to check
+                 low:float|None=None, # lower bound
+                 high:float|None=None, # upper bound
+                 low_open:bool=False): # exclude `low` itself (e.g. a learning rate must be > 0)
+    "Raise `BadValueError` unless `value` is a finite number in the range; returns it as `float`."
+    ok = _is_num(value) and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    if not ok:
+        rng = f"{'(' if low_open else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise BadValueError(f"{name}={value!r} is not allowed: it must be a finite number in {rng}")
+    return float(value)
+
 def check_fraction(name:str, # what the number is called in the message
                    value:float, # the number to check
                    allow_one:bool=True): # whether 1 itself is allowed
     "Raise `BadValueError` unless `0 < value < 1` (or `<= 1` when `allow_one`)."
-    ok = isinstance(value, (int, float, np.floating)) and 0 < value and (value <= 1 if allow_one else value < 1)
+    ok = _is_num(value) and 0 < value and (value <= 1 if allow_one else value < 1)
     if not ok:
         rng = '(0, 1]' if allow_one else '(0, 1)'
         raise BadValueError(f"{name}={value!r} is not allowed: it must lie in {rng}")
     return float(value)
 
-# %% ../nbs/00_core.ipynb #fca79049
+# %% ../nbs/00_core.ipynb #2a884fc7
+def _ident(f): return (getattr(f, '__module__', None), getattr(f, '__qualname__', repr(f)))
+
+def _same(f, g) -> bool:
+    "The same function: same module and name, or the same name where one is a notebook's copy (`__main__`) of the other."
+    (mf, nf), (mg, ng) = _ident(f), _ident(g)
+    return nf == ng and (mf == mg or '__main__' in (mf, mg))
+
 class Registry:
     "A name -> factory mapping with a decorator to add to it and clear errors for unknown names."
     def __init__(self, kind:str): self.kind, self._d = kind, {}
@@ -57,8 +95,9 @@ class Registry:
         "Decorator: add `f` under `name` (default: its `__name__`)."
         def _inner(f):
             n = name or f.__name__
-            if n in self._d: raise UnlearnReproError(f"{self.kind} {n!r} is registered twice")
-            self._d[n] = f
+            if n in self._d and not _same(self._d[n], f):
+                raise UnlearnReproError(f"{self.kind} {n!r} is registered twice (by {_ident(self._d[n])[1]} and {_ident(f)[1]})")
+            self._d[n] = f  # re-running the cell that registers the same function (or a notebook defining a library's function) replaces it
             return f
         return _inner
     def __getitem__(self, name:str):
@@ -69,7 +108,7 @@ class Registry:
     def names(self): return sorted(self._d)
     def __repr__(self): return f"Registry({self.kind}: {', '.join(self.names())})"
 
-# %% ../nbs/00_core.ipynb #82ab225b
+# %% ../nbs/00_core.ipynb #8726121c
 def seed_everything(seed:int): # the seed for python, numpy and torch
     "Seed python's `random`, numpy and torch (CPU and CUDA)."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -88,16 +127,37 @@ def get_device(prefer:str|None=None): # 'cuda', 'cpu' or None for automatic
     if prefer == 'cuda' and not torch.cuda.is_available(): raise BadValueError("device='cuda' was asked for but no GPU is available")
     return torch.device(prefer)
 
-# %% ../nbs/00_core.ipynb #06b9d0db
+# %% ../nbs/00_core.ipynb #032478eb
+def threads_setting() -> int|None:
+    "Torch threads per process asked for by `$UNLEARNREPRO_THREADS`: 1 when unset, None for 'auto' (torch's default)."
+    v = os.environ.get('UNLEARNREPRO_THREADS', '').strip().lower()
+    if v == '': return 1
+    if v == 'auto': return None
+    if not v.isdigit() or int(v) < 1:
+        raise BadValueError(f"UNLEARNREPRO_THREADS={v!r} is not allowed; use a positive integer or 'auto'")
+    return int(v)
+
+def set_threads(n:int|None=None) -> int: # threads (None: `threads_setting()`)
+    "Set torch's intra-op threads to `n` (default: the `$UNLEARNREPRO_THREADS` setting); returns the number in use."
+    n = threads_setting() if n is None else n
+    if n is not None:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise BadValueError(f"threads={n!r} is not allowed; use a positive integer")
+        if torch.get_num_threads() != n: torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+set_threads()
+
+# %% ../nbs/00_core.ipynb #ced73471
 def quiet() -> bool:
     "True under `nbdev_test` / CI / `UNLEARNREPRO_QUIET`, where progress bars stay silent."
     return any(os.environ.get(k) for k in ('IN_TEST', 'UNLEARNREPRO_QUIET'))
 
-def progress(it, **kw):
-    "A tqdm progress bar over `it`, disabled when `quiet()`."
+def progress(it=None, **kw):
+    "A tqdm progress bar over `it` (or a manual one with `total=`), disabled when `quiet()`."
     return tqdm(it, disable=quiet() or kw.pop('disable', False), **kw)
 
-# %% ../nbs/00_core.ipynb #b3c64a3e
+# %% ../nbs/00_core.ipynb #cdd113d1
 PRESETS = Registry('preset')
 
 @PRESETS.register('tiny')
@@ -113,10 +173,10 @@ def _tiny(): return dict(
 @PRESETS.register('cpu')
 def _cpu(): return dict(
     name='cpu',
-    data=dict(name='fashion_mnist', n_train=4000, n_test=1000),
+    data=dict(name='fashion_mnist', n_train=2000, n_test=1000),
     model=dict(name='resnet_cifar', depth=8, width=0.5),
-    train=dict(epochs=15, lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01),
-    oracle=dict(epochs=15, lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01),
+    train=dict(epochs=40, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine', final_lr_frac=0.01),
+    oracle=dict(epochs=40, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine', final_lr_frac=0.01),
     forget=dict(frac=0.1, classes=[2, 5]),
     seeds=[0, 1, 2])
 
@@ -134,7 +194,7 @@ def get_preset(name:str): # 'tiny', 'cpu' or 'paper'
     "A fresh copy of the named preset (a plain dict, safe to modify)."
     return copy.deepcopy(PRESETS[name]())
 
-# %% ../nbs/00_core.ipynb #bdf5a89b
+# %% ../nbs/00_core.ipynb #23f04724
 CACHE_FORMAT = 1  # bump when the meaning of a cached artifact changes without its config changing
 
 def _canon(o):
@@ -164,17 +224,28 @@ def config_key(kind:str, # what is cached ('model', 'mask', 'forget', ...)
     txt = canonical_json({'kind': kind, 'format': CACHE_FORMAT, 'config': config})
     return hashlib.sha256(txt.encode()).hexdigest()[:20]
 
-# %% ../nbs/00_core.ipynb #94f6a91d
-def tensor_hash(*ts) -> str:
-    "SHA-256 (20 hex chars) of tensors' dtypes, shapes and bytes."
-    h = hashlib.sha256()
-    for t in ts:
-        t = torch.as_tensor(t).detach().cpu().contiguous()
+# %% ../nbs/00_core.ipynb #989a00bc
+def _feed(h, o):
+    if isinstance(o, dict):
+        h.update(f"dict{len(o)}|".encode())
+        for k in sorted(o):
+            if not isinstance(k, str): raise BadValueError(f"content_hash: dict keys must be strings, got {k!r}")
+            h.update(f"{k}|".encode()); _feed(h, o[k])
+    elif isinstance(o, (list, tuple)) and not (o and isinstance(o[0], (int, float, np.number)) and not isinstance(o[0], bool)):
+        h.update(f"list{len(o)}|".encode())
+        for v in o: _feed(h, v)
+    else:
+        t = torch.as_tensor(np.asarray(o) if isinstance(o, (list, tuple)) else o).detach().cpu().contiguous()
         h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+def content_hash(*objs) -> str:
+    "SHA-256 (20 hex chars) of tensors / arrays (dtype, shape, bytes), or dicts and lists of them (with their keys)."
+    h = hashlib.sha256()
+    for o in objs: _feed(h, o)
     return h.hexdigest()[:20]
 
-# %% ../nbs/00_core.ipynb #db59d39a
+# %% ../nbs/00_core.ipynb #ab666cc2
 def _atomic_write(path:Path, write:Callable[[Path], None]):
     "Call `write(tmp)` on a temp file beside `path`, fsync it, then move it into place."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,15 +269,25 @@ def _version():
         from . import __version__; return __version__
     except Exception: return 'unknown'
 
-# %% ../nbs/00_core.ipynb #c8dce85c
+def _serialise(value, ext:str) -> bytes:
+    "The bytes of an artifact: `torch.save` into memory (no file name inside, so equal values give equal bytes) or `np.save`."
+    buf = io.BytesIO()
+    if ext == '.npy':
+        if not isinstance(value, np.ndarray) or value.dtype == object:
+            raise BadValueError(f"a .npy artifact must be a numeric numpy array, got {type(value).__name__}")
+        np.save(buf, value, allow_pickle=False)
+    else: torch.save(value, buf)
+    return buf.getvalue()
+
+# %% ../nbs/00_core.ipynb #c86d9c87
 def default_cache_dir() -> Path:
     "`$UNLEARNREPRO_CACHE`, else `~/.cache/unlearnrepro`."
     return Path(os.environ.get('UNLEARNREPRO_CACHE') or Path.home()/'.cache'/'unlearnrepro')
 
 class Cache:
-    "Content-addressed store of expensive artifacts: key = hash of the full config; atomic writes; safe loads."
+    "Content-addressed store of expensive artifacts: key = hash of the full config; atomic writes; checked loads."
     def __init__(self, root:str|Path|None=None, # directory of the cache (default: `default_cache_dir()`)
-                 on_corrupt:str='recompute', # 'recompute' or 'raise' when a stored file is damaged
+                 on_corrupt:str='recompute', # 'recompute' (with a warning naming the file) or 'raise' when a stored file is damaged
                  verbose:bool=False): # print hits and misses
         if on_corrupt not in ('recompute', 'raise'):
             raise BadValueError(f"on_corrupt={on_corrupt!r} is not allowed; choose 'recompute' or 'raise'")
@@ -217,15 +298,23 @@ class Cache:
         "Where the artifact of `kind` with `config` lives."
         return self.root/kind/f"{config_key(kind, config)}{ext}"
 
-    def _check(self, p:Path):
+    def _meta(self, p:Path) -> dict:
+        "The sidecar of `p`, checked against the file: readable JSON, right key, size and checksum."
         side = p.with_suffix(p.suffix + '.json')
         if not side.exists(): raise CorruptArtifactError(f"{p} has no sidecar {side.name}; it was not written by this cache")
-        meta = json.loads(side.read_text())
-        if p.stat().st_size != meta['bytes'] or _sha256(p) != meta['sha256']:
-            raise CorruptArtifactError(f"{p} is damaged: {p.stat().st_size} bytes on disk, {meta['bytes']} expected (or checksum differs)")
+        try:
+            meta = json.loads(side.read_text())
+            want = {k: meta[k] for k in ('kind', 'key', 'bytes', 'sha256')}
+        except Exception as e: raise CorruptArtifactError(f"the sidecar {side} is damaged or unreadable ({type(e).__name__}: {e})") from e
+        if want['key'] != p.stem: raise CorruptArtifactError(f"the sidecar {side} records key {want['key']!r}, not {p.stem!r}")
+        if p.stat().st_size != want['bytes'] or _sha256(p) != want['sha256']:
+            raise CorruptArtifactError(f"{p} is damaged: {p.stat().st_size} bytes on disk, {want['bytes']} expected (or checksum differs)")
+        return meta
 
-    def _load(self, p:Path):
-        self._check(p)
+    def _load(self, p:Path, kind:str|None=None, config:dict|None=None):
+        meta = self._meta(p)
+        if kind is not None and (meta['kind'] != kind or meta.get('config') != _canon(config)):
+            raise CorruptArtifactError(f"{p} holds a {meta['kind']!r} artifact for another config than the one asked for; its recorded key does not match")
         try:
             if p.suffix == '.npy': return np.load(p, allow_pickle=False)
             return torch.load(p, map_location='cpu', weights_only=True)
@@ -235,26 +324,22 @@ class Cache:
         "The stored artifact, or `None` when there is none (corruption handled per `on_corrupt`)."
         p = self.path(kind, config, ext)
         if not p.exists(): return None
-        try: return self._load(p)
-        except CorruptArtifactError:
+        try: return self._load(p, kind, config)
+        except CorruptArtifactError as e:
             if self.on_corrupt == 'raise': raise
-            if self.verbose: print(f"cache: {p.name} is corrupt; recomputing")
+            warnings.warn(f"cache: {e}; recomputing it")
             return None
 
     def save(self, kind:str, config:dict, value, ext:str='.pt') -> Path:
-        "Write `value` atomically with its JSON sidecar (config, version, size, checksum)."
+        "Write `value` with its JSON sidecar (kind, key, config, version, size, checksum); each file atomically, the sidecar first."
         p = self.path(kind, config, ext)
-        if ext == '.npy':
-            if not isinstance(value, np.ndarray) or value.dtype == object:
-                raise BadValueError(f"a .npy artifact must be a numeric numpy array, got {type(value).__name__}")
-            def _w(tmp):
-                with open(tmp, 'wb') as f: np.save(f, value, allow_pickle=False)
-        else:
-            def _w(tmp): torch.save(value, tmp)
-        _atomic_write(p, _w)
+        data = _serialise(value, ext)
         meta = dict(kind=kind, key=p.stem, config=_canon(config), version=_version(), format=CACHE_FORMAT,
-                    bytes=p.stat().st_size, sha256=_sha256(p))
+                    bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        # sidecar first: a run killed between the two writes leaves a sidecar without its artifact (recomputed), never an
+        # artifact without a checkable sidecar
         _atomic_write(p.with_suffix(p.suffix + '.json'), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
+        _atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
         return p
 
     def get(self, kind:str, # what is cached
@@ -270,11 +355,11 @@ class Cache:
         self.misses += 1
         v = compute()
         self.save(kind, config, v, ext)
-        return self._load(self.path(kind, config, ext))
+        return self._load(self.path(kind, config, ext), kind, config)
 
     def __repr__(self): return f"Cache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
 
-# %% ../nbs/00_core.ipynb #12ec0442
+# %% ../nbs/00_core.ipynb #be2f0b73
 def repo_root(start:Path|None=None) -> Path|None:
     "The nearest parent of `start` (default: cwd) holding `settings.ini`, or None."
     p = Path(start or Path.cwd()).resolve()
