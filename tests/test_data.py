@@ -7,7 +7,7 @@ from unlearnrepro.data import *
 from unlearnrepro.models import create_model
 
 def test_unknown_names():
-    with pytest.raises(UnknownNameError, match="unknown dataset 'mnist2'; choose one of: cifar10, digits, fashion_mnist, svhn"): load_dataset('mnist2')
+    with pytest.raises(UnknownNameError, match="unknown dataset 'mnist2'; choose one of: cifar10, cifar100, digits, fashion_mnist, svhn"): load_dataset('mnist2')
     with pytest.raises(UnknownNameError, match="unknown model 'lenet'"): create_model('lenet', 1, 10, 8)
     with pytest.raises(UnknownNameError, match="unknown forget-set builder 'oops'"): make_forget_set(load_dataset('digits'), 'oops')
 
@@ -25,12 +25,12 @@ def test_overlapping_retain():
 def test_fraction_outside_open_interval(frac, tmp_path):
     d = load_dataset('digits'); c = Cache(tmp_path/'c')
     with pytest.raises(BadValueError, match=f'frac={frac!r}'): make_forget_set(d, 'iid', c, frac=frac)
-    with pytest.raises(BadValueError, match=f'frac={frac!r}'): make_forget_set(d, 'classes', c, frac=frac, classes=[2, 5])
+    with pytest.raises(BadValueError, match=f'frac={frac!r}'): make_forget_set(d, 'non_iid', c, frac=frac, classes=[2, 5])
     assert not (tmp_path/'c').exists() or not any((tmp_path/'c').rglob('*.npy'))  # nothing written
 
 def test_forget_sets_cached_as_npy(tmp_path):
     d = load_dataset('digits'); c = Cache(tmp_path)
-    f = make_forget_set(d, 'classes', c, frac=0.1, classes=[2, 5], seed=3)
+    f = make_forget_set(d, 'non_iid', c, frac=0.1, classes=[2, 5], seed=3)
     files = list((tmp_path/'forget').glob('*.npy'))
     assert len(files) == 1 and np.array_equal(np.load(files[0]), f)
     assert set(d.train.y[f].tolist()) == {2, 5} and abs(len(f) - 0.1 * len(d.train)) < 1
@@ -78,6 +78,25 @@ def test_cifar10_loader_on_real_format(tmp_path, monkeypatch):
     raw = torch.tensor(tr[0][0][0].reshape(3, 32, 32), dtype=torch.float32)
     x0 = d.train.x[0]
     assert np.corrcoef(x0.flatten(), raw.flatten())[0, 1] > 0.99
+
+def test_cifar100_loader_on_real_format(tmp_path, monkeypatch):
+    "CIFAR-100's python version: one 'train' and one 'test' pickle with fine and coarse labels, and a 'meta' file."
+    import torchvision.datasets.cifar as tvc
+    _no_md5(monkeypatch, tvc, tvc.CIFAR100)
+    base = tmp_path/'cifar-100-python'; base.mkdir()
+    rng = np.random.default_rng(0)
+    def split(name, n):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8); fine = [(7 * i) % 100 for i in range(n)]
+        with open(base/name, 'wb') as f:
+            pickle.dump({'data': data, 'fine_labels': fine, 'coarse_labels': [l // 5 for l in fine], 'filenames': [f'{i}.png' for i in range(n)]}, f)
+        return data, fine
+    tr, te = split('train', 120), split('test', 40)
+    with open(base/'meta', 'wb') as f: pickle.dump({'fine_label_names': [f'f{i}' for i in range(100)], 'coarse_label_names': [f'c{i}' for i in range(20)]}, f)
+    d = load_dataset('cifar100', root=str(tmp_path), download=False)
+    assert d.n_classes == 100 and d.train.x.shape == (120, 3, 32, 32) and len(d.test) == 40
+    assert d.train.y.tolist() == tr[1] and d.test.y.tolist() == te[1]  # the fine labels
+    raw = torch.tensor(tr[0][3].reshape(3, 32, 32), dtype=torch.float32)
+    assert np.corrcoef(d.train.x[3].flatten(), raw.flatten())[0, 1] > 0.99
 
 def test_svhn_loader_on_real_format(tmp_path, monkeypatch):
     import scipy.io, torchvision.datasets.svhn as tvs
