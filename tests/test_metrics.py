@@ -82,7 +82,7 @@ def test_population_mia_from_outputs():
     yr, yt, yf = rng.integers(0, 2, 200), rng.integers(0, 2, 50), rng.integers(0, 2, 20)
     outs = dict(retain=_outputs(confident(200, yr), yr), test=_outputs(unsure(50, yt), yt))
     outs['forget'] = _outputs(unsure(20, yf), yf)
-    assert population_mia(outs) == 1.0
+    assert population_mia(outs) == {'confidence': 1.0}
     outs['forget'] = _outputs(confident(20, yf), yf)
     assert population_mia({'outputs': outs}, kind=['confidence', 'correctness'])['confidence'] == 0.0
     with pytest.raises(BadValueError, match="no split 'val'"):

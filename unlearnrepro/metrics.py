@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PROB_TOL', 'MIA_FEATURES', 'LOG_CLAMP', 'SHADOW_SAMPLERS', 'TOW_SPLITS', 'EPS_DELTA', 'EPS_CAP',
-           'THRESHOLDS_PER_UNIT', 'INTERVAL_BUFFER', 'INTERVAL_POINTS', 'check_probs', 'state_hash', 'evaluate', 'gaps',
+           'THRESHOLDS_PER_UNIT', 'INTERVAL_BUFFER', 'INTERVAL_POINTS', 'check_probs', 'evaluate', 'gaps',
            'mia_features', 'svc_mia', 'shadow_members', 'population_mia', 'loss_mia_auc', 'ks_distance', 'tow',
            'tow_mia', 'mean_ci', 'recalibrate_bn_stats', 'loss_barrier', 'logit_confidence', 'epsilon_score']
 
@@ -59,13 +59,6 @@ def check_probs(probs, # examples x classes, rows are probability vectors
     return np.clip(p, 0, 1), y
 
 # %% ../nbs/07_metrics.ipynb #4a388dbb
-def state_hash(model:nn.Module|dict) -> str:
-    "Hash of a model's `state_dict` (or of a name -> tensor dict): names, dtypes, shapes and bytes."
-    sd = model.state_dict() if isinstance(model, nn.Module) else model
-    h = hashlib.sha256()
-    for k in sorted(sd): h.update(k.encode()); h.update(tensor_hash(sd[k]).encode())
-    return h.hexdigest()[:20]
-
 def _outputs(model, data, batch_size):
     p = predict(model, data, batch_size=batch_size)
     return dict(probs=p['probs'].float(), loss=p['loss'].float(), y=p['y'].long(), idx=p['idx'].long(), correct=p['correct'])
@@ -76,7 +69,7 @@ def evaluate(model:nn.Module, # model to evaluate (eval mode, no gradients)
              batch_size:int=1024): # evaluation batch size
     "Accuracy and mean loss per split, plus per-example outputs (probs, loss, y, idx, correct)."
     if not isinstance(splits, dict) or not splits: raise BadValueError(f"splits must be a non-empty dict name -> TensorData, got {type(splits).__name__}")
-    mh = state_hash(model) if cache is not None else None
+    mh = content_hash(model.state_dict()) if cache is not None else None
     outs = {}
     for name, d in splits.items():
         if not isinstance(d, TensorData): raise BadValueError(f"split {name!r} must be a TensorData, got {type(d).__name__}")
@@ -84,7 +77,7 @@ def evaluate(model:nn.Module, # model to evaluate (eval mode, no gradients)
         compute = lambda d=d: _outputs(model, d, batch_size)
         if cache is None: outs[name] = compute()
         else:
-            cfg = dict(model=mh, split=name, n=len(d), idx=tensor_hash(d.idx), y=tensor_hash(d.y), x=tensor_hash(d.x))
+            cfg = dict(model=mh, split=name, n=len(d), data=content_hash(d.idx, d.y, d.x))
             outs[name] = cache.get('outputs', cfg, compute)
     return dict(acc={k: o['correct'].float().mean().item() for k, o in outs.items()},
                 loss={k: o['loss'].mean().item() for k, o in outs.items()}, outputs=outs)
@@ -210,7 +203,7 @@ def population_mia(source, # a model, or the result of `evaluate` (or its 'outpu
                    seed:int=0, # seed of the shadow-member draw
                    sampling:str='stratified', # 'stratified' (test's label counts) or 'first' (official code)
                    cache:Cache|None=None): # passed to `evaluate` when `source` is a model
-    "SVC MIA on the forget set with retain (members) vs test (non-members) shadows; a float, or a dict per kind."
+    "SVC MIA on the forget set with retain (members) vs test (non-members) shadows: a dict feature -> score, for one kind or several."
     if isinstance(source, nn.Module):
         sp = dict(retain=retain, test=test, forget=forget)
         bad = [k for k, v in sp.items() if not isinstance(v, TensorData)]
@@ -226,7 +219,9 @@ def population_mia(source, # a model, or the result of `evaluate` (or its 'outpu
     def one(k):
         fr, ft, ff = (mia_features(o[s]['probs'], o[s]['y'], k) for s in ('retain', 'test', 'forget'))
         return svc_mia(fr[members], ft, ff)
-    return one(kind) if isinstance(kind, str) else {k: one(k) for k in kind}
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    if not kinds: raise BadValueError('kind is empty; name at least one feature of MIA_FEATURES')
+    return {k: one(k) for k in kinds}
 
 # %% ../nbs/07_metrics.ipynb #3ca4a1c2
 def loss_mia_auc(forget_losses, # per-example losses on the forget set

@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['UNLEARNERS', 'PAPER_HP', 'PAPER_HP_NONIID', 'Cost', 'training_cost', 'TrainHP', 'register_unlearner', 'make_hp',
-           'hp_defaults', 'bn_frozen', 'masked_train', 'fresh_init', 'unlearn', 'RetrainHP', 'FinetuneHP', 'NegGradHP',
-           'NegGradPlusHP', 'RandomLabelHP', 'relabel_other', 'L1SparseHP', 'IUHP', 'inverse_fisher_vp',
-           'per_example_grads', 'SSDHP', 'importances', 'ScrubHP', 'distill_kl', 'RFTHP', 'head_names', 'with_head',
-           'reset_masked', 'SGLDHP', 'SalunHP', 'DelHP', 'paper_hp']
+           'hp_defaults', 'search_space', 'bn_frozen', 'masked_train', 'fresh_init', 'unlearn', 'RetrainHP',
+           'FinetuneHP', 'NegGradHP', 'NegGradPlusHP', 'RandomLabelHP', 'relabel_other', 'L1SparseHP', 'IUHP',
+           'inverse_fisher_vp', 'SSDHP', 'importances', 'ScrubHP', 'distill_kl', 'RFTHP', 'head_names', 'with_head',
+           'reset_masked', 'SGLDHP', 'SalunHP', 'DelHP', 'refine', 'RUMHP', 'paper_hp']
 
 # %% ../nbs/06_unlearning.ipynb #0d15ced4
-import math, time, copy, types, warnings
+import math, time, copy, types, warnings, contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field, fields, replace
 from typing import Callable
@@ -20,6 +20,7 @@ from .core import *
 from .data import *
 from .models import *
 from .localization import *
+from .privacy import SGLD  # registers the 'sgld' optimizer
 
 # %% ../nbs/06_unlearning.ipynb #7feccee5
 @dataclass
@@ -41,6 +42,18 @@ class Cost:
         return dict(steps=f(self.steps, ref.steps), examples=f(self.examples, ref.examples), seconds=f(self.seconds, ref.seconds))
 
     def as_dict(self) -> dict: return asdict(self)
+
+    def __iadd__(self, other:'Cost') -> 'Cost':
+        "Add the cost of a run made after this one (in place): counts and seconds add up, divergence and early stops carry over."
+        if not isinstance(other, Cost): raise BadValueError(f"only a Cost can be added to a Cost, got {type(other).__name__}")
+        self.steps += other.steps; self.examples += other.examples; self.forward_examples += other.forward_examples
+        self.seconds += other.seconds; self.stopped_early |= other.stopped_early; self.diverged |= other.diverged
+        self.notes += other.notes
+        return self
+
+    def __add__(self, other:'Cost') -> 'Cost':
+        "The cost of this run followed by `other`."
+        c = copy.deepcopy(self); c += other; return c
 
 def training_cost(n:int, # training examples
                   epochs:int, # passes over them
@@ -66,6 +79,11 @@ class TrainHP:
     def __post_init__(self):
         if self.weight_decay < 0: raise BadValueError(f"weight_decay={self.weight_decay!r} must be non-negative")
         self.recipe()  # validates epochs, lr, batch size, schedule, optimizer
+
+    def space(self, max_epochs:int|None=None) -> dict:
+        "Search space: lr within x5 of the default (log), epochs in [1, 2 x default] (capped by `max_epochs`)."
+        hi = 2 * self.epochs if max_epochs is None else min(2 * self.epochs, check_int('max_epochs', max_epochs, 1))
+        return dict(lr=(self.lr / 5, self.lr * 5, True), epochs=(1, max(1, hi), False))
 
     def recipe(self) -> Recipe:
         "The `Recipe` of this run; weight decay is 0 there because `masked_train` adds it on selected entries only."
@@ -96,6 +114,13 @@ def make_hp(name:str, # a name in UNLEARNERS
 def hp_defaults(name:str) -> dict:
     "The default hyperparameters of unlearner `name` as a dict."
     return asdict(make_hp(name))
+
+def search_space(name:str, # a name in UNLEARNERS
+                 max_epochs:int|None=None) -> dict: # cap of the epochs search
+    "The hyperparameter search space declared by unlearner `name`: {hp: (low, high, log)}."
+    h = make_hp(name)
+    if not hasattr(h, 'space'): raise BadValueError(f"unlearner {name!r} declares no search space")
+    return h.space(max_epochs)
 
 # %% ../nbs/06_unlearning.ipynb #b61c5120
 def _ce(model, x, y, idx):
@@ -154,15 +179,18 @@ def masked_train(model:nn.Module, # model to train in place
                 if grad_fn is not None: grad_fn(n, p, epoch)
                 if hp.weight_decay: p.grad.add_(p, alpha=hp.weight_decay)
                 if sel is not None: p.grad.mul_(sel[n])
-        cost.steps += 1; cost.examples += pending[0]; pending[0] = 0
+    def count(s): cost.steps += 1; cost.examples += pending[0]; pending[0] = 0
+    mon = _MONITOR.get()
+    hooks = ([lambda s: mon(replace(s, step=cost.steps))] if mon is not None else []) + [count]  # a monitor may stop before the count
     def _restore(why):
         model.load_state_dict(snap); cost.diverged = cost.stopped_early = True
         msg = f"{why}; stopped after {cost.steps - step0} steps and restored the last weights with a finite loss"
         cost.notes.append(msg); warnings.warn(msg)
     try:
         with bn_frozen(model, mask, hp.freeze_bn_stats):
-            train(model, data, hp.recipe(), seed=seed, loss_fn=lf, before_step=before_step, params=[p for _, p in named],
-                  device=device, desc=desc)
+            hist = train(model, data, hp.recipe(), seed=seed, loss_fn=lf, before_step=before_step, params=[p for _, p in named],
+                         device=device, desc=desc, on_step=hooks)[1]
+        if hist and hist[-1].get('stopped'): cost.stopped_early = True; cost.info["stopped_by"] = "on_step"
         if not all(bool(torch.isfinite(p).all()) for _, p in named): _restore(f'{desc}: the weights became non-finite')
     except FloatingPointError as e: _restore(str(e))
     finally:
@@ -201,12 +229,15 @@ def _check_data(retain:TensorData, forget:TensorData):
     both = np.intersect1d(retain.idx.cpu().numpy(), forget.idx.cpu().numpy())
     if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set ({both.size} overlap); they must be disjoint")
 
+_MONITOR = contextvars.ContextVar('unlearnrepro_monitor', default=None)
+
 def unlearn(name:str, # a name in UNLEARNERS
             model:nn.Module, # the original model (not modified: the method works on a copy)
             retain:TensorData, # examples to keep
             forget:TensorData, # examples to forget
             mask:Mask|None=None, # entries the method may change (None: all, or the method's own localization)
             seed:int=0, # seeds every random choice of the method
+            on_step:Callable|None=None, # f(Step) before every update of a gradient method (`Step.step` = updates so far); may raise StopTraining
             **hp): # hyperparameter overrides, see `hp_defaults(name)`
     "Unlearn `forget` from a copy of `model`; returns `(unlearned model in eval mode, Cost)`."
     fn = UNLEARNERS[name]
@@ -218,9 +249,12 @@ def unlearn(name:str, # a name in UNLEARNERS
     cost, t0 = Cost(method=name), time.perf_counter()
     net = copy.deepcopy(model).to(get_device())
     devs = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devs):
-        torch.manual_seed(seed)
-        net = fn(net, retain, forget, mask, seed, h, cost)
+    token = _MONITOR.set(on_step)
+    try:
+        with torch.random.fork_rng(devices=devs):
+            torch.manual_seed(seed)
+            net = fn(net, retain, forget, mask, seed, h, cost)
+    finally: _MONITOR.reset(token)
     cost.seconds = time.perf_counter() - t0
     return net.eval(), cost
 
@@ -258,6 +292,7 @@ class NegGradHP(TrainHP):
     epochs: int = 2
     lr: float = 0.1
     schedule: str = 'constant'
+    def space(self, max_epochs=None): return dict(super().space(max_epochs), lr=(1e-5, 1e-2, True))
 
 def _neg_ce(model, x, y, idx):
     out = model(x); return out, -F.cross_entropy(out, y, reduction='none')
@@ -273,11 +308,11 @@ class NegGradPlusHP(TrainHP):
     epochs: int = 3
     lr: float = 0.05
     schedule: str = 'constant'
-    beta: float = 0.99 # weight of the retain loss; 1 - beta weighs the forget loss
+    retain_weight: float = 0.99 # beta: weight of the retain loss; 1 - beta weighs the forget loss
     forget_batch_size: int = 64 # minibatch size of the forget stream
     def __post_init__(self):
         super().__post_init__()
-        if not 0 <= self.beta <= 1: raise BadValueError(f"beta={self.beta!r} must lie in [0, 1]")
+        check_number('retain_weight', self.retain_weight, 0, 1)
         if self.forget_batch_size < 1: raise BadValueError(f"forget_batch_size={self.forget_batch_size!r} must be positive")
 
 class _Cycle:
@@ -296,7 +331,7 @@ def _neggrad_plus(model, retain, forget, mask, seed, hp, cost):
         xf, yf = stream.next(x.device)
         out = m(x)
         lf = F.cross_entropy(m(xf), yf)
-        return out, hp.beta * F.cross_entropy(out, y, reduction='none') - (1 - hp.beta) * lf
+        return out, hp.retain_weight * F.cross_entropy(out, y, reduction='none') - (1 - hp.retain_weight) * lf
     masked_train(model, retain, hp, cost, seed, mask, loss_fn=loss_fn, desc='neggrad_plus')
     cost.examples += stream.served
     return model
@@ -350,12 +385,13 @@ class IUHP:
     "Influence unlearning with a WoodFisher inverse-Fisher-vector product."
     n_samples: int = 128 # N: retain examples whose per-example gradients build the Fisher
     damping: float = 1e-3 # lambda: the Fisher is lambda*I + (1/N) sum g g^T
-    alpha: float = 0.03 # step size of theta + alpha * F^-1 v
+    step_scale: float = 0.03 # s: the step is theta + s * F^-1 v
     batch_size: int = 128 # chunk size for gradients and per-example gradients
     def __post_init__(self):
         if self.n_samples < 1: raise BadValueError(f"n_samples={self.n_samples!r} must be a positive integer")
         if not self.damping > 0: raise BadValueError(f"damping={self.damping!r} must be positive")
         if self.batch_size < 1: raise BadValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+    def space(self, max_epochs=None): return dict(step_scale=(self.step_scale / 10, self.step_scale * 10, True))
 
 def inverse_fisher_vp(G:torch.Tensor, # per-example gradients g_j, N x d
                       v:torch.Tensor, # vector, d
@@ -379,27 +415,6 @@ def _flat(grads:dict, named, sel, device):
     gs = [grads[n].to(device) for n, _ in named]
     return torch.cat([(g if sel is None else g[sel[n]]).reshape(-1) for g, (n, _) in zip(gs, named)])
 
-def per_example_grads(model:nn.Module, # model (put in eval mode)
-                      data:TensorData, # examples
-                      named:list, # (name, parameter) pairs to differentiate
-                      sel:dict|None=None, # name -> bool tensor: keep only these entries
-                      batch_size:int=128): # chunk size for vmap
-    "Per-example loss gradients, flattened over the selected entries: len(data) x d."
-    from torch.func import functional_call, vmap, grad
-    model.eval(); dev = next(model.parameters()).device
-    train_p = {n: p.detach() for n, p in named}
-    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in train_p}
-    bufs = dict(model.named_buffers())
-    def loss1(tp, x, y):
-        out = functional_call(model, ({**fixed, **tp}, bufs), (x[None],))
-        return F.cross_entropy(out, y[None])
-    g1 = vmap(grad(loss1), in_dims=(None, 0, 0))
-    rows = []
-    for b in torch.arange(len(data)).split(batch_size):
-        gs = g1(train_p, data.x[b].to(dev), data.y[b].to(dev))
-        rows.append(torch.cat([(gs[n] if sel is None else gs[n][:, sel[n]]).reshape(len(b), -1) for n, _ in named], 1))
-    return torch.cat(rows)
-
 @register_unlearner('iu', IUHP)
 def _iu(model, retain, forget, mask, seed, hp, cost):
     sel = _device_masks(mask, model); named = _selected(model, sel)
@@ -411,7 +426,7 @@ def _iu(model, retain, forget, mask, seed, hp, cost):
     v = gf / n - gr * nf / (n * nr)
     pick = torch.randperm(nr, generator=make_generator(seed))[:hp.n_samples]
     G = per_example_grads(model, retain.subset(pick), named, sel, hp.batch_size)
-    step = hp.alpha * inverse_fisher_vp(G, v, hp.damping)
+    step = hp.step_scale * inverse_fisher_vp(G, v, hp.damping)
     cost.examples += nf + nr + len(pick); cost.steps += 1; cost.info['n_fisher'] = len(pick)
     if not torch.isfinite(step).all():
         cost.diverged = True; cost.notes.append('iu: the inverse-Fisher step is non-finite; the model is left unchanged')
@@ -429,13 +444,14 @@ def _iu(model, retain, forget, mask, seed, hp, cost):
 @dataclass
 class SSDHP:
     "Selective synaptic dampening."
-    alpha: float = 10.0 # selection: dampen where forget importance > alpha * train importance
+    threshold: float = 10.0 # alpha: dampen where forget importance > threshold * train importance
     lam: float = 1.0 # dampening strength lambda: scale by min(1, lam * I_d / I_f)
     batch_size: int = 64 # minibatch size of the importance estimates
     def __post_init__(self):
-        if not self.alpha > 0: raise BadValueError(f"alpha={self.alpha!r} must be positive")
+        check_number('threshold', self.threshold, 0, low_open=True)
         if not self.lam > 0: raise BadValueError(f"lam={self.lam!r} must be positive")
         if self.batch_size < 1: raise BadValueError(f"batch_size={self.batch_size!r} must be a positive integer")
+    def space(self, max_epochs=None): return dict(lam=(0.1, 10, True), threshold=(1, 50, True))
 
 def importances(model:nn.Module, # model (put in eval mode)
                 data:TensorData, # examples
@@ -459,7 +475,7 @@ def _ssd(model, retain, forget, mask, seed, hp, cost):
     sel, n_damp = _device_masks(mask, model), 0
     with torch.no_grad():
         for n, p in model.named_parameters():
-            where = imp_f[n] > hp.alpha * imp_d[n]
+            where = imp_f[n] > hp.threshold * imp_d[n]
             if sel is not None: where &= sel[n]
             p[where] *= (hp.lam * imp_d[n][where] / imp_f[n][where]).clamp(max=1.0)
             n_damp += int(where.sum())
@@ -475,8 +491,8 @@ class ScrubHP(TrainHP):
     weight_decay: float = 5e-4
     msteps: int = 2 # the first msteps epochs also have a max-step pass over the forget set
     temperature: float = 4.0 # T of the distillation KL
-    alpha: float = 0.5 # weight of the KL in min-steps
-    gamma: float = 1.0 # weight of the cross-entropy in min-steps
+    kl_weight: float = 0.5 # alpha: weight of the KL in min-steps
+    ce_weight: float = 1.0 # gamma: weight of the cross-entropy in min-steps
     forget_batch_size: int = 32 # minibatch size of max-step passes
     def __post_init__(self):
         super().__post_init__()
@@ -500,7 +516,7 @@ def _scrub(model, retain, forget, mask, seed, hp, cost):
         fwd[0] += len(x); return distill_kl(out, t, hp.temperature)
     def max_loss(m, x, y, idx): out = m(x); return out, -d(out, x)
     def min_loss(m, x, y, idx):
-        out = m(x); return out, hp.alpha * d(out, x) + hp.gamma * F.cross_entropy(out, y, reduction='none')
+        out = m(x); return out, hp.kl_weight * d(out, x) + hp.ce_weight * F.cross_entropy(out, y, reduction='none')
     sched, base = hp.recipe(), {f.name: getattr(hp, f.name) for f in fields(TrainHP)}
     for e in range(hp.epochs):
         one = TrainHP(**dict(base, epochs=1, lr=lr_at(sched, e), schedule='constant', milestones=()))
@@ -561,16 +577,14 @@ class SGLDHP(FinetuneHP):
     "Noisy fine-tuning on the retain set."
     sigma: float = 0.02 # std of the Gaussian noise added to every gradient entry
     def __post_init__(self):
-        super().__post_init__()
-        if self.sigma < 0: raise BadValueError(f"sigma={self.sigma!r} must be non-negative")
+        super().__post_init__(); check_number('sigma', self.sigma, 0)
+    def recipe(self) -> Recipe:
+        "Fine-tuning's recipe with the SGLD optimizer (chapter 03)."
+        return replace(super().recipe(), optimizer='sgld', opt_kw={'sigma': self.sigma})
 
 @register_unlearner('sgld_finetune', SGLDHP)
 def _sgld_finetune(model, retain, forget, mask, seed, hp, cost):
-    gens = {}
-    def grad_fn(n, p, epoch):
-        if p.device not in gens: gens[p.device] = make_generator(seed + 2, p.device)
-        p.grad.add_(torch.randn(p.shape, generator=gens[p.device], device=p.device, dtype=p.dtype), alpha=hp.sigma)
-    return masked_train(model, retain, hp, cost, seed, mask, grad_fn=grad_fn, desc='sgld_finetune')
+    return masked_train(model, retain, hp, cost, seed, mask, desc='sgld_finetune')
 
 # %% ../nbs/06_unlearning.ipynb #07287b72
 @dataclass
@@ -607,19 +621,103 @@ def _del(model, retain, forget, mask, seed, hp, cost):
     mask = _localized('del', model, forget, mask, hp, cost)
     return _rft(model, retain, forget, mask, seed, hp, cost)
 
+# %% ../nbs/06_unlearning.ipynb #f9b96257
+def _ranked(s, rng):
+    "Positions sorted by score, ties in a seeded random order."
+    return np.lexsort((rng.permutation(len(s)), s))
+
+def refine(scores, # memorization-like score of each example of the set (high = memorized)
+           n_strata:int=3, # number of strata (3: low, mid, high)
+           size:int|None=None, # examples per stratum (None: an equal split of all examples)
+           centre:float|str='median', # the mid stratum is the one closest to this value ('median': the median of the scores)
+           seed:int=0): # seed of the tie-breaking order
+    "Split positions 0..len(scores)-1 into `n_strata` equal strata by rank: lowest, closest to `centre`, highest; low -> high."
+    s = np.asarray(scores, dtype=float)
+    if s.ndim != 1 or not np.isfinite(s).all(): raise BadValueError("scores must be a 1-d array of finite numbers (drop or fill undefined scores first)")
+    check_int('n_strata', n_strata, 1)
+    size = len(s) // n_strata if size is None else check_int('size', size, 1)
+    if size < 1 or size * n_strata > len(s):
+        raise BadValueError(f"{len(s)} examples cannot make {n_strata} strata of {size if size else 'at least 1'} example(s); use a larger set or fewer strata")
+    rng = np.random.default_rng(check_seed(seed)); order = _ranked(s, rng)
+    low, high = order[:size], order[len(s) - size:]
+    if n_strata == 1: return [np.sort(order[:size])]
+    if n_strata == 2: return [np.sort(low), np.sort(high)]
+    c = float(np.median(s)) if centre == 'median' else check_number('centre', centre)
+    rest = order[size:len(s) - size]  # the middle strata come from what is neither lowest nor highest
+    mids = []
+    for _ in range(n_strata - 2):
+        near = rest[_ranked(np.abs(s[rest] - c), rng)][:size]
+        mids.append(near); rest = np.setdiff1d(rest, near, assume_unique=True)
+    mids = sorted(mids, key=lambda m: s[m].mean())
+    return [np.sort(x) for x in [low, *mids, high]]
+
+def _check_strata(strata, forget_idx):
+    "Strata must be non-empty, disjoint lists of the forget set's idx values."
+    fset = set(forget_idx.tolist()); seen = set()
+    for i, st in enumerate(strata):
+        st = [int(v) for v in st]
+        if not st: raise BadIndicesError(f"stratum {i} is empty")
+        out = [v for v in st if v not in fset]
+        if out: raise BadIndicesError(f"stratum {i} holds idx {out[0]}, which is not in the forget set")
+        both = seen & set(st)
+        if both: raise BadIndicesError(f"strata overlap: idx {min(both)} is in stratum {i} and an earlier one")
+        seen |= set(st)
+
+@dataclass
+class RUMHP:
+    "RUM's meta-algorithm: unlearn the strata of the forget set one after another."
+    strata: list = field(default_factory=list) # lists of forget-set `idx` values, in unlearning order (low -> high); the rest of S is left out
+    unlearners: list = field(default_factory=list) # one unlearner name per stratum (None: skip it), or a single name for all (RUM^F)
+    hps: list = field(default_factory=list) # hyperparameters per stratum, or one dict for all ([]: defaults)
+    retain_mode: str = 'progressive' # 'progressive' (strata not yet unlearned stay in the retain set) or 'strict' (D minus all of S)
+    def __post_init__(self):
+        n = len(self.strata)
+        names = self.unlearners if len(self.unlearners) != 1 else self.unlearners * n
+        hps = self.hps if len(self.hps) not in (0, 1) else (self.hps or [{}]) * n
+        if len(names) != n or len(hps) != n:
+            raise BadValueError(f"rum has {n} strata but {len(self.unlearners)} unlearners and {len(self.hps)} hyperparameter sets; give one per stratum or one for all")
+        for nm, hp in zip(names, hps):
+            if nm is None: continue
+            if nm == 'rum': raise BadValueError("rum cannot be nested")
+            make_hp(nm, **hp)  # unknown names and bad values fail here
+        if self.retain_mode not in ('progressive', 'strict'): raise BadValueError(f"retain_mode={self.retain_mode!r} is not allowed; choose 'progressive' or 'strict'")
+        self.unlearners, self.hps = list(names), [dict(h) for h in hps]
+
+def _select(d:TensorData, idx) -> TensorData:
+    "The examples of `d` whose idx is in `idx`."
+    return d.subset(np.flatnonzero(np.isin(d.idx.cpu().numpy(), np.asarray(idx, dtype=np.int64))))
+
+def _join(a:TensorData, b:TensorData) -> TensorData:
+    return TensorData(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), torch.cat([a.idx, b.idx]))
+
+@register_unlearner('rum', RUMHP)
+def _rum(model, retain, forget, mask, seed, hp, cost):
+    if not hp.strata: raise BadValueError("rum needs strata: lists of forget-set idx values (see `refine`)")
+    _check_strata(hp.strata, forget.idx.cpu().numpy())
+    done = []
+    for i, (st, name, h) in enumerate(zip(hp.strata, hp.unlearners, hp.hps)):
+        f_i = _select(forget, st); done += list(st)
+        if name is None: cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=None)); continue
+        r_i = retain if hp.retain_mode == 'strict' else _join(retain, forget.subset(np.flatnonzero(~np.isin(forget.idx.cpu().numpy(), done))))
+        model, c = unlearn(name, model, r_i, f_i, mask=mask, seed=seed + i, **h)
+        cost += c
+        cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=name, n_forget=len(f_i), n_retain=len(r_i), examples=c.examples))
+        if c.diverged: cost.notes.append(f"rum: step {i} ({name}) diverged; later strata were unlearned from its restored weights")
+    return model
+
 # %% ../nbs/06_unlearning.ipynb #04106f07
 _PAPER_TRAIN = dict(momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01)
 PAPER_HP = {
     'retrain': dict(_PAPER_TRAIN, epochs=20, lr=0.05),
     'finetune': dict(_PAPER_TRAIN, epochs=10, lr=1.25),
     'neggrad': dict(_PAPER_TRAIN, epochs=10, lr=4e-3, schedule='constant'),
-    'neggrad_plus': dict(_PAPER_TRAIN, epochs=10, lr=0.14, schedule='constant', beta=0.99, forget_batch_size=128),
+    'neggrad_plus': dict(_PAPER_TRAIN, epochs=10, lr=0.14, schedule='constant', retain_weight=0.99, forget_batch_size=128),
     'random_label': dict(_PAPER_TRAIN, epochs=10, lr=6e-3, final_lr_frac=0.5),
     'l1_sparse': dict(_PAPER_TRAIN, epochs=10, lr=0.5, l1_coef=7e-5),
-    'iu': dict(n_samples=1000, damping=1.0, alpha=42_000.0, batch_size=128),
-    'ssd': dict(alpha=1.0, lam=1.0, batch_size=128),
+    'iu': dict(n_samples=1000, damping=1.0, step_scale=42_000.0, batch_size=128),
+    'ssd': dict(threshold=1.0, lam=1.0, batch_size=128),
     'scrub': dict(_PAPER_TRAIN, epochs=5, lr=5e-4, weight_decay=5e-4, schedule='multistep', milestones=(3,), lr_decay=0.1,
-                  msteps=3, temperature=4.0, alpha=0.5, gamma=1.0, forget_batch_size=32),
+                  msteps=3, temperature=4.0, kl_weight=0.5, ce_weight=1.0, forget_batch_size=32),
     'salun': dict(_PAPER_TRAIN, epochs=10, lr=0.012, final_lr_frac=0.5, budget=0.5),
     'rft': dict(_PAPER_TRAIN, epochs=30, lr=0.015),
     'del': dict(_PAPER_TRAIN, epochs=30, lr=0.015, budget=0.3),
@@ -627,7 +725,7 @@ PAPER_HP = {
 }
 PAPER_HP_NONIID = {
     'neggrad': dict(lr=7e-6), 'neggrad_plus': dict(lr=7e-4), 'random_label': dict(lr=7e-3),
-    'iu': dict(alpha=1_900.0), 'ssd': dict(alpha=16.0),
+    'iu': dict(step_scale=1_900.0), 'ssd': dict(threshold=16.0),
 }
 
 def paper_hp(name:str, # a name in UNLEARNERS
