@@ -1,5 +1,5 @@
 "The `unlearnrepro` command end to end: papermill runs the quickstart at `tiny` and writes its figure and tables."
-import os, subprocess, sys, json
+import os, subprocess, sys, json, time, signal
 from pathlib import Path
 import pandas as pd, yaml
 import pytest
@@ -25,7 +25,7 @@ def test_quickstart_tiny_writes_results(tmp_path, tmp_cache):
     # the injected parameters took effect: one seed (the preset default is three), results under --out
     per_seed = pd.read_csv(d/'accuracies_per_seed.csv')
     assert sorted(per_seed.seed.unique()) == [0]
-    assert set(per_seed.forget_set) == {'IID', 'non-IID'} and set(per_seed.model) == {'original', 'oracle'}
+    assert set(per_seed.forget_kind) == {'iid', 'non_iid'} and set(per_seed.model) == {'original', 'oracle'}
     nb = json.loads((runs/'tiny'/'10_quickstart.ipynb').read_text())
     tags = [c.get('metadata', {}).get('tags', []) for c in nb['cells']]
     assert any('injected-parameters' in t for t in tags) and any('parameters' in t for t in tags)
@@ -45,11 +45,19 @@ def test_bad_arguments_exit_2():
         r = _cli('reproduce', *args)
         assert r.returncode == 2 and 'choose one of' in r.stderr
 
+@pytest.mark.parametrize('param, says', [('seed=[0]', "'seed' is not a parameter of 10_quickstart.ipynb"), ('preset=cpu', 'is set by the runner'),
+                                         ('out_dir=/tmp/x', 'is set by the runner')])
+def test_unknown_or_runner_parameters_exit_2_before_any_kernel(tmp_path, tmp_cache, param, says):
+    "A typo such as seed=[0] for seeds used to run all three seeds and exit 0; now nothing starts."
+    r = _cli('reproduce', '--only', 'quickstart', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert not (tmp_path/'r').exists() and not tmp_cache.exists()
+
 DEL_FILES = ['fig2_strategies_rft.png', 'fig3_strategy_x_algorithm.png', 'fig3_strategy_x_algorithm.csv', 'fig3_strategy_x_algorithm.md',
-             'table2_iid.csv', 'table2_iid.md', 'table2_noniid.csv', 'table2_noniid.md', 'table5_random_masks.csv', 'table5_random_masks.md',
+             'table2_iid.csv', 'table2_iid.md', 'table2_non_iid.csv', 'table2_non_iid.md', 'table5_random_masks.csv', 'table5_random_masks.md',
              'table6_criterion_granularity.csv', 'table6_criterion_granularity.md', 'table8_9_mia_gaps.csv', 'table8_9_mia_gaps.md',
              'table10_retain_gap.csv', 'table10_retain_gap.md', 'cost_vs_retrain.csv', 'cost_vs_retrain.md', 'claims.csv', 'claims.md',
-             'tuning_trials.csv', 'oracle_reference.csv', 'all_runs.csv']
+             'tuning_trials.csv', 'oracle_reference.csv', 'oracle_reference_per_seed.csv', 'all_runs.csv']
 
 def _missing(d): return [f for f in DEL_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
 
@@ -60,14 +68,18 @@ def test_del_tiny_writes_every_figure_and_table(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     d = out/'tiny'/'del'
     assert not _missing(d), _missing(d)
-    claims = pd.read_csv(d/'claims.csv')
-    assert len(claims) >= 13 and set(claims['holds?'].astype(str)) <= {'True', 'False'}
-    t2 = pd.read_csv(d/'table2_noniid.csv')
+    claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
+    assert len(claims) >= 13 and set(claims['holds']) <= {'yes', 'no', 'n/a'}
+    assert (out/'tiny'/'claims.md').exists() and 'DEL (Torkzadehmahani' in (out/'tiny'/'claims.md').read_text()  # gathered across papers
+    t2 = pd.read_csv(d/'table2_non_iid.csv')
     assert {'Retrain', 'Fine-tune', 'NegGrad+', 'NegGrad', 'Random Label', 'L1-sparse', 'IU', 'SSD'} <= set(t2.method)
     assert any(m.startswith('DEL (') for m in t2.method)
 
-@pytest.mark.parametrize('param, named', [('max_epochs=0', 'max_epochs=0'), ('budgets=[0.1, 1.5]', 'budget=1.5'),
-                                           ("forget_kinds=['IID', 'odd']", "'odd'")])
+@pytest.mark.parametrize('param, named', [('max_epochs=0', 'max_epochs=0'), ('budgets=[0.1, 1.5]', 'budgets[1]=1.5'),
+                                           ("forget_kinds=['iid', 'odd']", "'odd'"), ('budgets=[]', 'at least 1 item'), ('n_trials=0', 'n_trials=0'),
+                                           ('tune="False"', "tune='False' is not allowed: use True or False"), ('seeds=[0, 0]', '0 appears twice'),
+                                           ("localizers=['del', 'dell']", "choose one of"), ('seeds=[1.5]', 'seeds[0]=1.5'),
+                                           ('seeds=[100]', 'tune_seed=100 is also in seeds')])
 def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
     r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
     assert r.returncode == 1 and '11_del.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
@@ -78,7 +90,10 @@ def test_committed_cpu_results_are_complete():
     d = ROOT/'figures'/'cpu'/'del'
     assert not _missing(d), _missing(d)
     runs = pd.read_csv(d/'all_runs.csv')
-    assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'IID', 'non-IID'}
+    assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'iid', 'non_iid'}
+    ref = pd.read_csv(d/'oracle_reference_per_seed.csv')
+    assert (ref.original_train_acc >= 0.99).all()  # the cpu preset interpolates
+    assert (d/'README.md').exists()
     assert (ROOT/'nbs'/'hparams'/'del_cpu.yaml').stat().st_size > 0
 
 def test_del_tunes_per_forget_kind(tmp_path):
@@ -87,8 +102,47 @@ def test_del_tunes_per_forget_kind(tmp_path):
     r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', 'tune_per_kind=True', '-p', f'hparams_file={hp}')
     assert r.returncode == 0, r.stdout + r.stderr
     chosen = yaml.safe_load(hp.read_text())
-    per_kind = {k: {m.split(':', 1)[1] for m in chosen if m.startswith(k + ':')} for k in ('IID', 'non-IID')}
-    assert per_kind['IID'] and per_kind['IID'] == per_kind['non-IID'] and 'del/rft' in per_kind['IID']
+    per_kind = {k: {m.split(':', 1)[1] for m in chosen if m.startswith(k + ':')} for k in ('iid', 'non_iid')}
+    assert per_kind['iid'] and per_kind['iid'] == per_kind['non_iid'] and 'del/rft' in per_kind['iid']
     assert (ROOT/'nbs'/'hparams'/'del_tiny.yaml').read_bytes() == committed  # the committed file is left alone
     trials = pd.read_csv(tmp_path/'f'/'tiny'/'del'/'tuning_trials.csv')
-    assert trials.method.str.startswith('non-IID:').any()
+    assert trials.method.str.startswith('non_iid:').any()
+
+@pytest.mark.parametrize('param', ["localizers=['del']", "unlearners=['random_label']", "forget_kinds=['non_iid']"])
+def test_del_valid_subsets_run_to_the_end(tmp_path, param):
+    "Any valid subset of a list parameter runs to the end (a subset of localizers used to crash in the Table 5 cell)."
+    r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param, '-p', f"hparams_file={tmp_path/'hp.yaml'}")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert (tmp_path/'f'/'tiny'/'del'/'claims.csv').exists()
+
+def test_two_reproduce_runs_side_by_side_do_not_stall(tmp_path):
+    "Two tiny runs at once (separate caches and outputs) each finish in about the time of one: one torch thread per kernel."
+    def start(i):
+        env = {**os.environ, 'UNLEARNREPRO_CACHE': str(tmp_path/f'c{i}')}; env.pop('UNLEARNREPRO_THREADS', None)
+        return subprocess.Popen([str(Path(sys.executable).parent/'unlearnrepro'), 'reproduce', '--only', 'quickstart', '--out', str(tmp_path/f'f{i}'),
+                                 '--runs', str(tmp_path/f'r{i}'), '-p', 'seeds=[0]'], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time(); solo = start(0); solo.communicate(timeout=600); t_solo = time.time() - t0
+    assert solo.returncode == 0
+    import shutil; shutil.rmtree(tmp_path/'c0')
+    t0 = time.time(); pair = [start(1), start(2)]
+    outs = [p.communicate(timeout=max(600, 10 * t_solo)) for p in pair]; t_pair = time.time() - t0
+    assert all(p.returncode == 0 for p in pair), outs
+    assert t_pair < 2.5 * t_solo + 30, (t_solo, t_pair)  # with spinning OpenMP threads the pair took > 10x
+
+def test_kill_stops_the_kernel(tmp_path):
+    "SIGTERM to `unlearnrepro reproduce` shuts its kernel down: exit 130, and no kernel process is left writing."
+    env = {**os.environ, 'UNLEARNREPRO_CACHE': str(tmp_path/'c')}
+    p = subprocess.Popen([str(Path(sys.executable).parent/'unlearnrepro'), 'reproduce', '--only', 'quickstart', '--out', str(tmp_path/'f'),
+                          '--runs', str(tmp_path/'r')], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 600 and not (tmp_path/'c'/'original').exists(): time.sleep(0.2)  # the kernel is training
+    assert (tmp_path/'c'/'original').exists()
+    kids = [int(x) for x in subprocess.run(['pgrep', '-P', str(p.pid)], capture_output=True, text=True).stdout.split()]
+    assert kids, 'no kernel process found'
+    p.send_signal(signal.SIGTERM); out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and 'interrupted' in err, err[-2000:]
+    time.sleep(2)
+    alive = [k for k in kids if Path(f'/proc/{k}').exists() and 'zombie' not in Path(f'/proc/{k}/status').read_text().lower()]
+    assert not alive, f"kernel processes still running: {alive}"
+    n = len(list((tmp_path/'c').rglob('*'))); time.sleep(3)
+    assert len(list((tmp_path/'c').rglob('*'))) == n  # nothing keeps writing
