@@ -94,3 +94,33 @@ def test_killed_fit_many_resumes(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"CACHED {len(stored)}" in out.stdout, out.stdout
     assert len(list((cache_dir/'many').glob('*.pt'))) == 6
+
+
+def test_batchnorm_divergence_raises_and_caches_nothing(tmp_path):
+    "Inputs of 1e20 give infinite BatchNorm running variances while the training loss stays finite: training must stop."
+    from unlearnrepro.data import TensorData, DataBundle
+    from unlearnrepro.models import train, fit, create_model
+    dig = load_dataset('digits')
+    huge = DataBundle('huge', TensorData(dig.train.x * 1e20, dig.train.y), dig.test, 10, 1, 8, dict(name='huge'))
+    with pytest.raises(FloatingPointError, match=r'buffer .*running_var.* became non-finite'):
+        train(create_model('cnn_small', 1, 10, 8, seed=0), huge.train, Recipe(epochs=1, lr=0.01, batch_size=64))
+    with pytest.raises(FloatingPointError, match='non-finite'):
+        fit(huge, {'name': 'cnn_small'}, Recipe(epochs=1, lr=0.01, batch_size=64), cache=Cache(tmp_path))
+    assert not list(tmp_path.rglob('*.pt'))  # nothing cached
+
+
+def test_collapse_is_an_error_not_a_result():
+    import torch
+    from unlearnrepro.models import check_not_collapsed
+    check_not_collapsed(torch.eye(3))  # three classes predicted: fine
+    with pytest.raises(FloatingPointError, match='collapsed: it predicts class 1 for every training example'):
+        check_not_collapsed(torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.4, 0.6]]))
+
+
+def test_negative_positions_do_not_wrap():
+    from unlearnrepro.core import BadIndicesError
+    dig = load_dataset('digits')
+    with pytest.raises(BadIndicesError, match='position -1 is outside'):
+        dig.train.subset([-1, 0])
+    with pytest.raises(BadIndicesError, match=f'position {len(dig.train)} is outside'):
+        dig.train.subset([len(dig.train)])

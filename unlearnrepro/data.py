@@ -29,7 +29,9 @@ class TensorData:
     def __len__(self): return len(self.y)
     def subset(self, indices): # positions (not idx values) to keep
         "The examples at `indices` (a tensor, array or list of positions)."
-        i = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        i = torch.as_tensor(np.asarray(indices), dtype=torch.long).reshape(-1)
+        if len(i) and (int(i.min()) < 0 or int(i.max()) >= len(self)):
+            raise BadIndicesError(f"position {int(i.min()) if int(i.min()) < 0 else int(i.max())} is outside [0, {len(self)}); negative positions do not wrap around")
         return TensorData(self.x[i], self.y[i], self.idx[i])
     def to(self, device): return TensorData(self.x.to(device), self.y.to(device), self.idx.to(device))
     def __repr__(self): return f"TensorData(n={len(self)}, x={tuple(self.x.shape)}, classes={self.y.unique().numel()})"

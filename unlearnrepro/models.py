@@ -6,8 +6,8 @@
 __all__ = ['MODELS', 'OPTIMIZERS', 'SCHEDULES', 'RECORDERS', 'create_model', 'model_for', 'n_params', 'BasicBlock', 'ResNetCifar',
            'Recipe', 'lr_at', 'Step', 'StopTraining', 'train', 'predict', 'accuracy', 'eval_mode', 'per_example_grads',
            'per_example_grad_norms', 'grad_sum', 'Recorder', 'create_recorder', 'epoch_list', 'LearningEvents',
-           'Checkpoints', 'GradNorms', 'make_recorders', 'check_positions', 'fit', 'RunFailedError', 'ensemble_ok',
-           'dask_client', 'fit_many']
+           'Checkpoints', 'GradNorms', 'make_recorders', 'check_positions', 'check_not_collapsed', 'fit',
+           'RunFailedError', 'ensemble_ok', 'dask_client', 'fit_many']
 
 # %% ../nbs/02_models.ipynb #d88b4263
 import os, math, time, copy
@@ -216,6 +216,8 @@ def train(model:nn.Module, # model to train in place
             opt.step(); steps += 1
             tot += loss.item() * len(b); seen += len(b); correct += (out.argmax(1) == yb).sum().item()
         hist.append(dict(epoch=epoch, lr=lr, loss=tot / max(seen, 1), acc=correct / max(seen, 1)))
+        bad = [n for n, v in model.named_buffers() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad: raise FloatingPointError(f"{desc}: the buffer {bad[0]} (BatchNorm statistics) became non-finite in epoch {epoch}; lower the learning rate")
         try:
             for h in epoch_hooks: h(epoch, model)
         except StopTraining: hist[-1]['stopped'] = True; break  # e.g. early stopping after this epoch
@@ -417,6 +419,12 @@ def _fit_key(data, model_cfg, recipe, seed, pos) -> dict:
 
 def _state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
 
+def check_not_collapsed(probs:torch.Tensor, # N x C eval-mode outputs on the training data
+                        desc:str='train'): # what trained, for the message
+    "Raise `FloatingPointError` when a model predicts one class for every example (a collapse, not a result)."
+    if probs.shape[1] > 1 and len(probs) > 1 and probs.argmax(1).unique().numel() == 1:
+        raise FloatingPointError(f"{desc}: the model collapsed: it predicts class {int(probs[0].argmax())} for every training example; lower the learning rate")
+
 def fit(data:DataBundle, # dataset; trains on data.train[positions]
         model_cfg:dict, # {'name': ..., **options}
         recipe:Recipe|dict, # training recipe
@@ -440,6 +448,7 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         t0 = time.perf_counter()
         m, h = train(model, sub, recipe, seed=seed, desc=desc, on_step=[r.on_step for r in recs.values()],
                      on_epoch=[r.on_epoch for r in recs.values()])
+        check_not_collapsed(predict(m, sub)['probs'], desc)  # never cache a collapsed model as a result
         return dict(state_dict=_state(m), history=h, seconds=time.perf_counter() - t0, records={n: r.result() for n, r in recs.items()})
     art = cache.get(kind, cfg, compute) if cache else compute()
     model.load_state_dict(art['state_dict']); model.to(get_device())
@@ -539,6 +548,9 @@ def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='m
     except Exception as e:
         which = ', '.join(f"seed {r['seed']} ({len(r['positions'])} examples)" for r in runs)
         raise RunFailedError(f"fit_many: the run(s) {which} failed: {type(e).__name__}: {e}") from e
+    try:
+        for r, o in zip(runs, outs): check_not_collapsed(o['train_probs'][torch.as_tensor(r['positions'])], f"seed {r['seed']}")
+    except FloatingPointError as e: raise RunFailedError(f"fit_many: {e}") from e
     if cache_root is not None:
         c = Cache(cache_root)
         for r, o in zip(runs, outs): c.save(kind, _many_key(data, model_cfg, recipe, r, engine), o)
