@@ -1,5 +1,5 @@
 "Tests of the unlearning chapter: every unlearner on the tiny preset, masks, divergence, the oracle, bad input."
-import math, warnings
+import math, warnings, copy
 import numpy as np
 import pytest
 import torch, torch.nn as nn
@@ -199,3 +199,15 @@ def test_paper_hp():
     for name in PAPER_HP:
         for setting in ('iid', 'non_iid'): make_hp(name, **paper_hp(name, setting))
     assert paper_hp('ssd', 'non_iid')['threshold'] == 16.0 and paper_hp('del')['lr'] == 0.015
+
+
+def test_collapsed_model_is_marked(setup):
+    "A model that predicts one class for every retain example is reported as collapsed, with a note, never silently."
+    s = setup
+    broken = copy.deepcopy(s['original'])
+    with torch.no_grad(): broken[-1].bias[3] = 1e6  # the head always says 3
+    with pytest.warns(UserWarning, match='collapsed'):
+        m, c = unlearn('finetune', broken, s['retain'], s['forget'], epochs=1, lr=1e-12)
+    assert c.collapsed and any('collapsed' in n for n in c.notes)
+    _, ok = unlearn('finetune', s['original'], s['retain'], s['forget'], epochs=1)
+    assert not ok.collapsed

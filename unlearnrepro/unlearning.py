@@ -32,7 +32,8 @@ class Cost:
     forward_examples: int = 0 # examples through a forward pass only (e.g. SCRUB's teacher)
     seconds: float = 0.0 # wall time of the whole call
     stopped_early: bool = False # training ended before its planned number of steps
-    diverged: bool = False # a non-finite loss or weight stopped training; the last finite weights were restored
+    diverged: bool = False # a non-finite loss, weight or BatchNorm statistic stopped training; the last finite weights were restored
+    collapsed: bool = False # the unlearned model predicts a single class for every retain example
     notes: list = field(default_factory=list) # human-readable remarks (divergence, re-initialisation, ...)
     info: dict = field(default_factory=dict) # method-specific numbers (mask budget, selected count, ...)
 
@@ -47,7 +48,7 @@ class Cost:
         "Add the cost of a run made after this one (in place): counts and seconds add up, divergence and early stops carry over."
         if not isinstance(other, Cost): raise BadValueError(f"only a Cost can be added to a Cost, got {type(other).__name__}")
         self.steps += other.steps; self.examples += other.examples; self.forward_examples += other.forward_examples
-        self.seconds += other.seconds; self.stopped_early |= other.stopped_early; self.diverged |= other.diverged
+        self.seconds += other.seconds; self.stopped_early |= other.stopped_early; self.diverged |= other.diverged; self.collapsed |= other.collapsed
         self.notes += other.notes
         return self
 
@@ -192,6 +193,7 @@ def masked_train(model:nn.Module, # model to train in place
                          device=device, desc=desc, on_step=hooks)[1]
         if hist and hist[-1].get('stopped'): cost.stopped_early = True; cost.info["stopped_by"] = "on_step"
         if not all(bool(torch.isfinite(p).all()) for _, p in named): _restore(f'{desc}: the weights became non-finite')
+        elif any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in model.buffers()): _restore(f'{desc}: BatchNorm statistics became non-finite')
     except FloatingPointError as e: _restore(str(e))
     finally:
         for n, p in model.named_parameters(): p.requires_grad_(req[n])
@@ -255,6 +257,10 @@ def unlearn(name:str, # a name in UNLEARNERS
             torch.manual_seed(seed)
             net = fn(net, retain, forget, mask, seed, h, cost)
     finally: _MONITOR.reset(token)
+    if retain.y.unique().numel() > 1:  # a collapse is reported, never passed off as a result
+        pred = predict(net, retain.subset(range(min(len(retain), 1024))))['logits'].argmax(1)
+        if pred.unique().numel() == 1:
+            cost.collapsed = True; cost.notes.append(f"{name}: the model collapsed: it predicts class {int(pred[0])} for every retain example"); warnings.warn(cost.notes[-1])
     cost.seconds = time.perf_counter() - t0
     return net.eval(), cost
 
