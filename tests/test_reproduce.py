@@ -146,3 +146,24 @@ def test_kill_stops_the_kernel(tmp_path):
     assert not alive, f"kernel processes still running: {alive}"
     n = len(list((tmp_path/'c').rglob('*'))); time.sleep(3)
     assert len(list((tmp_path/'c').rglob('*'))) == n  # nothing keeps writing
+
+@pytest.mark.parametrize('param, named', [('m=1', 'm=1'), ('sigmas=[-0.1]', 'sigmas[0]=-0.1'), ("rules=['auc']", "rules[0]='auc'"),
+                                           ("score_method='exact'", "score_method='exact'"), ('m=100000', 'm=100000 asks for 5 forget sets'),
+                                           ('seeds=[100]', 'tune_seed=100 is also in seeds'), ('train_lr=0', 'train_lr=0'),
+                                           ("train_schedule='linear'", "train_schedule='linear'")])
+def test_privacy_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
+    r = _cli('reproduce', '--only', 'privacy', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
+    assert r.returncode == 1 and '12_privacy.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
+    assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'privacy').exists()  # nothing trained, nothing written
+
+PRIVACY_FILES = ['originals.csv', 'privacy_score_distributions.png', 'steps_to_unlearn.csv', 'steps_vs_sets.png', 'privacy_vs_difficulty.csv',
+                 'privacy_vs_difficulty.png', 'top_sets.csv', 'loss_barriers.csv', 'claims.csv', 'claims.md', 'README.md']
+
+def test_committed_cpu_privacy_results_are_complete():
+    d = ROOT/'figures'/'cpu'/'privacy'
+    missing = [f for f in PRIVACY_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
+    assert not missing, missing
+    orig = pd.read_csv(d/'originals.csv')
+    assert (orig[orig.original == 'sgd'].train_acc >= 0.99).all()  # the SGD original interpolates
+    steps = pd.read_csv(d/'steps_to_unlearn.csv')
+    assert set(steps.set) == {'S1', 'S2', 'S3', 'S4', 'S5'}

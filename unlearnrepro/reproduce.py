@@ -16,6 +16,9 @@ from .core import *
 EXPERIMENTS = Registry('experiment')
 EXPERIMENTS.register('quickstart')(lambda: dict(notebook='10_quickstart.ipynb', about='original vs oracle on IID and non-IID forget sets: the gap unlearning must close'))
 EXPERIMENTS.register('del')(lambda: dict(notebook='11_del.ipynb', about='DEL (TMLR 2025): Figures 2-3, Tables 2-6, 8-10, cost and claims check'))
+EXPERIMENTS.register('privacy')(lambda: dict(notebook='12_privacy.ipynb', about='per-instance privacy (ICML 2025): steps to unlearn S1-S5, difficulty metrics, top sets, loss barriers, claims'))
+EXPERIMENTS.register('rum')(lambda: dict(notebook='13_rum.ipynb', about='memorization proxies / RUM: proxy profiles, Figures 2, 3 and 7, claims'))
+EXPERIMENTS.register('benchmarks')(lambda: dict(notebook='90_benchmarks.ipynb', about='what each part costs against its peers and its limit, as ratios'))
 
 def nbs_dir() -> Path:
     "The folder of the experiment notebooks: `$UNLEARNREPRO_NBS`, else `nbs/` of the repository this package is installed from."
