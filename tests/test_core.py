@@ -72,3 +72,12 @@ def test_loads_are_weights_only(tmp_path):
 
 def test_unknown_preset():
     with pytest.raises(UnknownNameError, match="unknown preset 'huge'; choose one of: cpu, paper, tiny"): get_preset('huge')
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    "Atomic writes go through a private temp file; the result must still be readable by others under the umask (not 0600)."
+    old = os.umask(0o022)
+    try:
+        c = Cache(tmp_path); c.get('m', {'a': 3}, lambda: {'w': torch.ones(2)})
+        p = c.path('m', {'a': 3})
+        for f in (p, p.with_suffix('.pt.json')): assert (f.stat().st_mode & 0o777) == 0o644, oct(f.stat().st_mode)
+    finally: os.umask(old)

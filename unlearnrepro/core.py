@@ -251,8 +251,10 @@ def _atomic_write(path:Path, write:Callable[[Path], None]):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name + '.', suffix='.tmp')
     os.close(fd); tmp = Path(tmp)
+    mask = os.umask(0); os.umask(mask)  # mkstemp makes 0600 files: give results the usual permissions
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~mask)
         with open(tmp, 'rb') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
