@@ -124,3 +124,15 @@ def test_negative_positions_do_not_wrap():
         dig.train.subset([-1, 0])
     with pytest.raises(BadIndicesError, match=f'position {len(dig.train)} is outside'):
         dig.train.subset([len(dig.train)])
+
+
+def test_dask_workers_import_the_optimizer_chapter(client):
+    "A recipe with the SGLD optimizer (registered by the privacy chapter) trains on workers that never imported that chapter."
+    import unlearnrepro.privacy  # registers 'sgld' here; the workers learn where it lives from the registry
+    set_threads(1)
+    dig = load_dataset('digits')
+    rc = Recipe(epochs=2, lr=0.05, batch_size=64, optimizer='sgld', opt_kw={'sigma': 0.01})
+    runs = _runs(len(dig.train), 2)
+    here = fit_many(dig, MLP, rc, runs, backend='serial')
+    there = fit_many(dig, MLP, rc, runs, backend='dask', client=client)
+    for a, b in zip(here, there): assert torch.equal(a['train_probs'], b['train_probs'])

@@ -540,8 +540,15 @@ def _chunks(runs, engine, members):
     for i, r in enumerate(runs): by_n.setdefault(len(r['positions']), []).append(i)
     return [g[j:j + members] for g in by_n.values() for j in range(0, len(g), members)]
 
-def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='many', threads=None):
+def _modules_for(model_cfg, recipe) -> list:
+    "The modules that register the model and the optimizer (e.g. 'sgld' lives in the privacy chapter): a worker imports them first."
+    mods = {getattr(MODELS[model_cfg['name']], '__module__', None), getattr(OPTIMIZERS[recipe.optimizer], '__module__', None)}
+    return sorted(m for m in mods if m and m != '__main__')
+
+def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='many', threads=None, modules=()):
     "Train one chunk of runs (in this process or on a Dask worker); store each run in the cache; return their outputs."
+    import importlib
+    for m in modules: importlib.import_module(m)  # registries filled by chapters this worker has not imported yet
     if threads is not None: set_threads(threads)
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
     try: outs = _train_ensemble(data, model_cfg, recipe, runs) if engine == 'ensemble' else _train_single(data, model_cfg, recipe, runs[0])
@@ -608,7 +615,8 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
             c, close = dask_client(client)
             try:
                 d = c.scatter(data, broadcast=True)
-                futs = {c.submit(_train_chunk, d, model_cfg, asdict(recipe), [runs[i] for i in ch], engine, root, kind, 1, pure=False): ch for ch in chunks}
+                mods = _modules_for(model_cfg, recipe)
+                futs = {c.submit(_train_chunk, d, model_cfg, asdict(recipe), [runs[i] for i in ch], engine, root, kind, 1, mods, pure=False): ch for ch in chunks}
                 for f in as_completed(futs):
                     try: outs = f.result()
                     except RunFailedError: raise
