@@ -205,8 +205,7 @@ def holdout_retraining(model:nn.Module, # the trained model (not modified)
         else: state['bad'] += 1
         if state['bad'] >= patience: raise StopTraining  # `train` ends after this epoch
     t0 = time.perf_counter()
-    try: train(tuned, heldout, recipe, seed=seed, on_step=add, on_epoch=end, desc='holdout retraining')
-    except StopTraining: pass  # TEMPORARY until 02's train (which ends training itself) is exported
+    train(tuned, heldout, recipe, seed=seed, on_step=add, on_epoch=end, desc='holdout retraining')
     scores = symmetric_kl(predict(model, data.train)['probs'], predict(tuned, data.train)['probs'], eps).numpy()
     e, n = len(losses), len(data.train)
     cost = cost_dict(examples=e * len(heldout), forward=2 * n, steps=e * math.ceil(len(heldout) / batch_size))
@@ -262,9 +261,7 @@ def _train_until(data, model_cfg, recipe, seed, epoch):
     m = model_for(data, model_cfg, seed=seed).to(get_device())
     def stop(e, model):
         if e + 1 >= epoch: raise StopTraining  # `train` ends after this epoch
-    if epoch > 0:
-        try: train(m, data.train, recipe, seed=seed, on_epoch=stop, desc=f'early seed {seed}')
-        except StopTraining: pass  # TEMPORARY until 02's train (which ends training itself) is exported
+    if epoch > 0: train(m, data.train, recipe, seed=seed, on_epoch=stop, desc=f'early seed {seed}')
     return m
 
 def el2n(model:nn.Module, # model
