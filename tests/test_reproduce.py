@@ -75,11 +75,7 @@ def test_del_tiny_writes_every_figure_and_table(tmp_path):
     assert {'Retrain', 'Fine-tune', 'NegGrad+', 'NegGrad', 'Random Label', 'L1-sparse', 'IU', 'SSD'} <= set(t2.method)
     assert any(m.startswith('DEL (') for m in t2.method)
 
-@pytest.mark.parametrize('param, named', [('max_epochs=0', 'max_epochs=0'), ('budgets=[0.1, 1.5]', 'budgets[1]=1.5'),
-                                           ("forget_kinds=['iid', 'odd']", "'odd'"), ('budgets=[]', 'at least 1 item'), ('n_trials=0', 'n_trials=0'),
-                                           ('tune="False"', "tune='False' is not allowed: use True or False"), ('seeds=[0, 0]', '0 appears twice'),
-                                           ("localizers=['del', 'dell']", "choose one of"), ('seeds=[1.5]', 'seeds[0]=1.5'),
-                                           ('seeds=[100]', 'tune_seed=100 is also in seeds')])
+@pytest.mark.parametrize('param, named', [('budgets=[0.1, 1.5]', 'budgets[1]=1.5'), ('tune="False"', "tune='False' is not allowed: use True or False")])
 def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
     r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
     assert r.returncode == 1 and '11_del.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
@@ -147,17 +143,14 @@ def test_kill_stops_the_kernel(tmp_path):
     n = len(list((tmp_path/'c').rglob('*'))); time.sleep(3)
     assert len(list((tmp_path/'c').rglob('*'))) == n  # nothing keeps writing
 
-@pytest.mark.parametrize('param, named', [('m=1', 'm=1'), ('sigmas=[-0.1]', 'sigmas[0]=-0.1'), ("rules=['auc']", "rules[0]='auc'"),
-                                           ("score_method='exact'", "score_method='exact'"), ('m=100000', 'm=100000 asks for 5 forget sets'),
-                                           ('seeds=[100]', 'tune_seed=100 is also in seeds'), ('train_lr=0', 'train_lr=0'),
-                                           ("train_schedule='linear'", "train_schedule='linear'")])
+@pytest.mark.parametrize('param, named', [('sigmas=[-0.1]', 'sigmas[0]=-0.1'), ('m=100000', 'm=100000 asks for 5 forget sets')])
 def test_privacy_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
     r = _cli('reproduce', '--only', 'privacy', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
     assert r.returncode == 1 and '12_privacy.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'privacy').exists()  # nothing trained, nothing written
 
 PRIVACY_FILES = ['originals.csv', 'privacy_score_distributions.png', 'steps_to_unlearn.csv', 'steps_vs_sets.png', 'privacy_vs_difficulty.csv',
-                 'privacy_vs_difficulty.png', 'top_sets.csv', 'loss_barriers.csv', 'claims.csv', 'claims.md', 'README.md']
+                 'privacy_vs_difficulty.png', 'top_sets.csv', 'top_sets.png', 'loss_barriers.csv', 'loss_barriers.png', 'claims.csv', 'claims.md', 'README.md']
 
 def test_committed_cpu_privacy_results_are_complete():
     d = ROOT/'figures'/'cpu'/'privacy'

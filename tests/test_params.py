@@ -1,0 +1,55 @@
+"Bad notebook parameters fail in the notebook's own check cell, before any data is trained on or any folder written (in-process: the CLI path is in test_reproduce.py)."
+from pathlib import Path
+import nbformat, pytest
+from unlearnrepro.core import UnlearnReproError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def _cells(name):
+    "The import cell, the parameters cell and the scale-and-check cell of an experiment notebook."
+    nb = nbformat.read(str(ROOT/'nbs'/name), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    i = next(k for k, c in enumerate(code) if 'parameters' in c.metadata.get('tags', []))
+    j = next(k for k, c in enumerate(code) if 'SCALE = {' in c.source)
+    return code[0].source, code[i].source, code[j].source
+
+@pytest.fixture(scope='module')
+def notebooks():
+    out = {}
+    for name in ('11_del.ipynb', '12_privacy.ipynb'):
+        imports, params, check = _cells(name)
+        ns = {}; exec(imports, ns); out[name] = (ns, params, check)
+    return out
+
+BAD = [('11_del.ipynb', dict(max_epochs=0), 'max_epochs=0'), ('11_del.ipynb', dict(budgets=[0.1, 1.5]), 'budgets[1]=1.5'),
+       ('11_del.ipynb', dict(forget_kinds=['iid', 'odd']), "'odd'"), ('11_del.ipynb', dict(budgets=[]), 'at least 1 item'),
+       ('11_del.ipynb', dict(n_trials=0), 'n_trials=0'), ('11_del.ipynb', dict(tune='False'), "tune='False' is not allowed: use True or False"),
+       ('11_del.ipynb', dict(seeds=[0, 0]), '0 appears twice'), ('11_del.ipynb', dict(localizers=['del', 'dell']), 'choose one of'),
+       ('11_del.ipynb', dict(seeds=[1.5]), 'seeds[0]=1.5'), ('11_del.ipynb', dict(seeds=[100]), 'tune_seed=100 is also in seeds'),
+       ('11_del.ipynb', dict(h_frac=0), 'h_frac=0'), ('11_del.ipynb', dict(workers=0), 'workers=0'),
+       ('11_del.ipynb', dict(passed=['seed']), 'not parameters of this notebook'),
+       ('12_privacy.ipynb', dict(m=1), 'm=1'), ('12_privacy.ipynb', dict(sigmas=[-0.1]), 'sigmas[0]=-0.1'),
+       ('12_privacy.ipynb', dict(rules=['auc']), "rules[0]='auc'"), ('12_privacy.ipynb', dict(score_method='exact'), "score_method='exact'"),
+       ('12_privacy.ipynb', dict(m=100000), 'm=100000 asks for 5 forget sets'), ('12_privacy.ipynb', dict(seeds=[100]), 'tune_seed=100 is also in seeds'),
+       ('12_privacy.ipynb', dict(train_lr=0), 'train_lr=0'), ('12_privacy.ipynb', dict(train_schedule='linear'), "train_schedule='linear'"),
+       ('12_privacy.ipynb', dict(alpha=1), 'alpha=1'), ('12_privacy.ipynb', dict(label_noise=0.9), 'label_noise=0.9'),
+       ('12_privacy.ipynb', dict(metrics=['speed']), "metrics[0]='speed'"), ('12_privacy.ipynb', dict(oracle_seeds=[]), 'at least 1 item')]
+
+@pytest.mark.parametrize('name, params, named', BAD, ids=[f"{n[:6]}:{','.join(f'{k}={v!r}' for k, v in p.items())}" for n, p, _ in BAD])
+def test_bad_parameters_fail_in_the_check(notebooks, tmp_path, name, params, named):
+    base, pcell, check = notebooks[name]
+    ns = dict(base); exec(pcell, ns)
+    ns.update(params, out_dir=str(tmp_path/'f'), cache_dir=str(tmp_path/'c'), passed=params.get('passed', sorted(params)))
+    with pytest.raises(UnlearnReproError) as e: exec(check, ns)
+    assert named in str(e.value), str(e.value)
+    assert not (tmp_path/'f').exists() and not (tmp_path/'c').exists()  # nothing written
+
+@pytest.mark.parametrize('name', ['11_del.ipynb', '12_privacy.ipynb'])
+def test_scale_rows_pass_the_check(notebooks, tmp_path, name):
+    "Every preset's row of the scale table names parameters only and resolves to values the check accepts."
+    base, pcell, check = notebooks[name]
+    src = check.split('\ncfg = get_preset(preset)')[0]  # the scale table and the checks, before any data
+    for preset in ('tiny', 'cpu', 'paper'):
+        ns = dict(base); exec(pcell, ns); ns.update(preset=preset, passed=[])
+        exec(src, ns)
+        assert ns['P']['preset'] == preset
