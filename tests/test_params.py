@@ -16,7 +16,7 @@ def _cells(name):
 @pytest.fixture(scope='module')
 def notebooks():
     out = {}
-    for name in ('11_del.ipynb', '12_privacy.ipynb'):
+    for name in ('11_del.ipynb', '12_privacy.ipynb', '13_rum.ipynb'):
         imports, params, check = _cells(name)
         ns = {}; exec(imports, ns); out[name] = (ns, params, check)
     return out
@@ -33,7 +33,18 @@ BAD = [('11_del.ipynb', dict(max_epochs=0), 'max_epochs=0'), ('11_del.ipynb', di
        ('12_privacy.ipynb', dict(m=100000), 'm=100000 asks for 5 forget sets'), ('12_privacy.ipynb', dict(seeds=[100]), 'tune_seed=100 is also in seeds'),
        ('12_privacy.ipynb', dict(train_lr=0), 'train_lr=0'), ('12_privacy.ipynb', dict(train_schedule='linear'), "train_schedule='linear'"),
        ('12_privacy.ipynb', dict(alpha=1), 'alpha=1'), ('12_privacy.ipynb', dict(label_noise=0.9), 'label_noise=0.9'),
-       ('12_privacy.ipynb', dict(metrics=['speed']), "metrics[0]='speed'"), ('12_privacy.ipynb', dict(oracle_seeds=[]), 'at least 1 item')]
+       ('12_privacy.ipynb', dict(metrics=['speed']), "metrics[0]='speed'"), ('12_privacy.ipynb', dict(oracle_seeds=[]), 'at least 1 item'),
+       ('13_rum.ipynb', dict(refine_by=['memorization', 'memorisation']), "refine_by[1]='memorisation' is not allowed"),
+       ('13_rum.ipynb', dict(proxies=['memorization']), "proxies[0]='memorization' is not allowed"),  # memorization is the reference, not a proxy
+       ('13_rum.ipynb', dict(unlearners=['fine_tune']), "unlearners[0]='fine_tune' is not allowed"),
+       ('13_rum.ipynb', dict(unlearners=['rum']), "unlearners[0]='rum' is not allowed"),  # RUM is the meta-algorithm around them
+       ('13_rum.ipynb', dict(seq_unlearner='neggrad_pluss'), "seq_unlearner='neggrad_pluss' is not allowed"),
+       ('13_rum.ipynb', dict(seq_pairs=['fmnist_mlp']), "seq_pairs[0]='fmnist_mlp' is not allowed: choose one of: digits_mlp"),  # not among pairs
+       ('13_rum.ipynb', dict(retain_mode='lazy'), "choose one of: progressive, strict"), ('13_rum.ipynb', dict(n_per=0), "n_per=0 is not allowed"),
+       ('13_rum.ipynb', dict(n_per=None, stratum_frac=1e-4), "at least 1 per stratum"),
+       ('13_rum.ipynb', dict(seq_steps=25), "25 sequential steps"),  # 25 x 3 x 20 > 1,237
+       ('13_rum.ipynb', dict(mem_k=1), "mem_k=1 is not allowed"), ('13_rum.ipynb', dict(seeds=[0, 100]), "tune_seed=100 is also in seeds"),
+       ('13_rum.ipynb', dict(tune='False'), "use True or False")]
 
 @pytest.mark.parametrize('name, params, named', BAD, ids=[f"{n[:6]}:{','.join(f'{k}={v!r}' for k, v in p.items())}" for n, p, _ in BAD])
 def test_bad_parameters_fail_in_the_check(notebooks, tmp_path, name, params, named):
@@ -44,11 +55,14 @@ def test_bad_parameters_fail_in_the_check(notebooks, tmp_path, name, params, nam
     assert named in str(e.value), str(e.value)
     assert not (tmp_path/'f').exists() and not (tmp_path/'c').exists()  # nothing written
 
-@pytest.mark.parametrize('name', ['11_del.ipynb', '12_privacy.ipynb'])
+DATA_STARTS = {'11_del.ipynb': '\ncfg = get_preset(preset)', '12_privacy.ipynb': '\ncfg = get_preset(preset)', '13_rum.ipynb': '\nDATA = {'}
+
+@pytest.mark.parametrize('name', ['11_del.ipynb', '12_privacy.ipynb', '13_rum.ipynb'])
 def test_scale_rows_pass_the_check(notebooks, tmp_path, name):
     "Every preset's row of the scale table names parameters only and resolves to values the check accepts."
     base, pcell, check = notebooks[name]
-    src = check.split('\ncfg = get_preset(preset)')[0]  # the scale table and the checks, before any data
+    assert DATA_STARTS[name] in check
+    src = check.split(DATA_STARTS[name])[0]  # the scale table and the checks, before any data
     for preset in ('tiny', 'cpu', 'paper'):
         ns = dict(base); exec(pcell, ns); ns.update(preset=preset, passed=[])
         exec(src, ns)

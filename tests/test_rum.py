@@ -1,0 +1,72 @@
+"RUM / memorization proxies notebook (13_rum) beyond its own cells: bad parameters fail in the first cell before anything is trained or written, valid subsets run to the end, and the committed cpu results are complete."
+import os, subprocess, sys, json
+from pathlib import Path
+import pandas as pd, yaml
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT/'nbs'/'13_rum.ipynb'
+
+def _registered() -> bool:
+    try:
+        from unlearnrepro.reproduce import EXPERIMENTS
+        return 'rum' in EXPERIMENTS.names()
+    except Exception: return False
+
+def _run(tmp_path, params:dict, env=None):
+    "Run the notebook at tiny with `params`: through `unlearnrepro reproduce` once rum is registered, else papermill. Returns (ok, error text)."
+    env = {**os.environ, **(env or {})}
+    if _registered():
+        exe = Path(sys.executable).parent/'unlearnrepro'
+        args = [str(exe), 'reproduce', '--only', 'rum', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r')]
+        for k, v in params.items(): args += ['-p', f'{k}={v!r}']
+        r = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+        return r.returncode == 0, r.stdout + r.stderr
+    code = ("import sys, papermill as pm\n"
+            "from papermill.exceptions import PapermillExecutionError\n"
+            f"p = dict({params!r}, out_dir={str(tmp_path/'f')!r}, passed=sorted({list(params)!r}))\n"
+            f"try: pm.execute_notebook({str(NB)!r}, {str(tmp_path/'out.ipynb')!r}, parameters=p, kernel_name='python3', cwd={str(NB.parent)!r}, progress_bar=False)\n"
+            "except PapermillExecutionError as e: print(f'failed in cell {e.exec_count}: {e.ename}: {e.evalue}', file=sys.stderr); sys.exit(1)\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    return r.returncode == 0, r.stdout + r.stderr
+
+BAD = [(dict(pairs=['digits_mlp', 'digits_vit']), "pairs[1]='digits_vit' is not allowed: choose one of"),
+       (dict(n_per=500), "leave no retain set")]  # 3 x 500 of digits' 1,237 training examples; every other check: tests/test_params.py
+
+@pytest.mark.parametrize('params, named', BAD, ids=[','.join(f'{k}={v!r}' for k, v in p.items()) for p, _ in BAD])
+def test_bad_parameters_fail_before_any_work(tmp_path, tmp_cache, params, named):
+    ok, out = _run(tmp_path, params)
+    assert not ok and named in out, out[-3000:]
+    assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'rum').exists()  # nothing trained, nothing written
+
+def test_valid_subsets_run_to_the_end(tmp_path):
+    "Another algorithm, a single refinement score, strict retain sets, no sequential experiment, values from a YAML: runs to the end."
+    hp = tmp_path/'hp.yaml'
+    ok, out = _run(tmp_path, dict(unlearners=['random_label'], refine_by=['holdout_retraining'], proxies=['confidence'], retain_mode='strict',
+                                  seq_pairs=[], hparams_file=str(hp)))
+    assert ok, out[-3000:]
+    d = tmp_path/'f'/'tiny'/'rum'
+    claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
+    assert set(claims.holds) <= {'yes', 'no', 'n/a'} and (claims.holds[claims.claim.str.contains('on par')] == 'n/a').all()  # no memorization-refined RUM^F to compare with
+    runs = pd.read_csv(d/'all_runs.csv')
+    assert set(runs.algorithm) == {'random_label', 'original'} and not (d/'fig3_sequential.png').exists()
+    assert set(yaml.safe_load(hp.read_text())) == {'digits_mlp/random_label'}  # seq_pairs=[]: NegGrad+ is not needed, not tuned
+    ok, out = _run(tmp_path, dict(unlearners=['random_label'], refine_by=['holdout_retraining'], proxies=['confidence'], retain_mode='strict',
+                                  seq_pairs=[], hparams_file=str(hp), tune=False))  # reads the values back
+    assert ok, out[-3000:]
+
+def test_committed_cpu_results_are_complete():
+    d = ROOT/'figures'/'cpu'/'rum'
+    files = ['original_models.csv', 'proxy_correlation.csv', 'proxy_distributions.png', 'proxy_cost.csv', 'forget_sets.csv', 'fig2_tow.png',
+             'fig2_tow.csv', 'strata_hardness.csv', 'fig3_sequential.png', 'fig3_sequential.csv', 'fig7_holdout_shift.png', 'claims.csv',
+             'claims.md', 'all_runs.csv', 'tuning_trials.csv', 'README.md']
+    missing = [f for f in files if not (d/f).exists() or (d/f).stat().st_size == 0]
+    assert not missing, missing
+    orig = pd.read_csv(d/'original_models.csv')
+    assert len(orig.pair.unique()) >= 2 and (orig.train_acc >= 0.99).all()  # every original interpolates
+    runs = pd.read_csv(d/'all_runs.csv')
+    assert sorted(runs.seed.unique()) == [0, 1, 2]
+    assert {'finetune', 'neggrad_plus', 'l1_sparse', 'random_label', 'salun', 'scrub'} <= set(runs.algorithm)
+    assert set(runs.variant) >= {'RUM^F', 'vanilla', 'shuffle', 'original'} and runs[runs.group == 'sequential'].step.max() == 5
+    assert runs[['tow', 'tow_mia']].apply(lambda c: c.between(0, 1)).all().all()
+    assert (ROOT/'nbs'/'hparams'/'rum_cpu.yaml').stat().st_size > 0
