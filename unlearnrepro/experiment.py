@@ -11,7 +11,7 @@ __all__ = ['FORGET_KINDS', 'STOP_RULES', 'integer', 'number', 'fraction', 'boole
            'ci_bars', 'Claim', 'claims_table', 'save_claims', 'collect_claims']
 
 # %% ../nbs/09_experiment.ipynb #3da7136e
-import os, math, time, copy, warnings
+import os, math, time, copy, warnings, contextlib
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
@@ -244,6 +244,16 @@ def suggest(trial, space:dict) -> dict:
     return {k: trial.suggest_int(k, lo, hi) if (isinstance(lo, int) and isinstance(hi, int) and not log) else trial.suggest_float(k, lo, hi, log=log)
             for k, (lo, hi, log) in space.items()}
 
+@contextlib.contextmanager
+def _file_lock(path:Path):
+    "An exclusive lock on `path` held across processes (POSIX flock; no lock where fcntl is missing)."
+    try: import fcntl
+    except ImportError: yield; return
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
 def tune(objective:Callable, # hp dict -> objective value (lower is better)
          space:dict, # {name: (low, high, log)}
          name:str, # study name (the space is appended)
@@ -255,12 +265,14 @@ def tune(objective:Callable, # hp dict -> objective value (lower is better)
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_int('n_trials', n_trials, 1)
-    url = None
+    url, lock = None, contextlib.nullcontext()
     if storage is not None:  # SQLite; processes tuning side by side wait for each other's writes instead of failing
         storage = Path(storage); storage.parent.mkdir(parents=True, exist_ok=True)
-        url = optuna.storages.RDBStorage(f"sqlite:///{storage.resolve()}", engine_kwargs={'connect_args': {'timeout': 600}})
-    study = optuna.create_study(study_name=f"{name}:{config_key('space', space)}", storage=url, load_if_exists=True,
-                                direction='minimize', sampler=optuna.samplers.TPESampler(seed=seed))
+        lock = _file_lock(storage.with_name(storage.name + '.lock'))  # creating the schema or a study twice at once fails in SQLite
+    with lock:
+        if storage is not None: url = optuna.storages.RDBStorage(f"sqlite:///{storage.resolve()}", engine_kwargs={'connect_args': {'timeout': 600}})
+        study = optuna.create_study(study_name=f"{name}:{config_key('space', space)}", storage=url, load_if_exists=True,
+                                    direction='minimize', sampler=optuna.samplers.TPESampler(seed=seed))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) < n_trials: study.optimize(lambda t: objective(suggest(t, space)), n_trials=n_trials - len(done), show_progress_bar=False)
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
