@@ -67,3 +67,12 @@ def test_scale_rows_pass_the_check(notebooks, tmp_path, name):
         ns = dict(base); exec(pcell, ns); ns.update(preset=preset, passed=[])
         exec(src, ns)
         assert ns['P']['preset'] == preset
+
+@pytest.mark.parametrize('name', ['10_quickstart.ipynb', '11_del.ipynb', '12_privacy.ipynb', '13_rum.ipynb', '90_benchmarks.ipynb'])
+def test_papermill_reads_every_parameter(name):
+    "papermill's own parser sees every assignment of the parameters cell (a comment it cannot parse hides that parameter)."
+    from papermill.translators import PythonTranslator
+    nb = nbformat.read(str(ROOT/'nbs'/name), as_version=4)
+    cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+    assigned = {l.split('=')[0].strip() for l in cell.source.splitlines() if '=' in l and not l.lstrip().startswith('#')}
+    assert assigned == {p.name for p in PythonTranslator.inspect(cell)}
