@@ -142,6 +142,14 @@ def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
 
 def main(argv=None):
     "Entry point of the `unlearnrepro` command."
+    saved = os.environ.get('UNLEARNREPRO_THREADS')
+    try: return _main(argv)
+    finally:  # --threads applies to this command's kernels, not to a Python session that called main() (e.g. this notebook)
+        if saved is None: os.environ.pop('UNLEARNREPRO_THREADS', None)
+        else: os.environ['UNLEARNREPRO_THREADS'] = saved
+
+def _main(argv):
+    "Parse `argv` and run the command; returns the exit status."
     args = _parser().parse_args(argv)
     if args.cmd == 'readme': print(f"wrote {write_readme()}"); return 0
     if args.list:
