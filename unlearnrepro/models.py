@@ -614,14 +614,18 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
             from distributed import as_completed
             c, close = dask_client(client)
             try:
-                d = c.scatter(data, broadcast=True)
+                # a fresh key per call (hash=False): under its content hash, data scattered again right after an
+                # earlier call could be freed by that call's release, and the tasks fail with "lost dependencies"
+                d = c.scatter(data, broadcast=True, hash=False)
                 mods = _modules_for(model_cfg, recipe)
                 futs = {c.submit(_train_chunk, d, model_cfg, asdict(recipe), [runs[i] for i in ch], engine, root, kind, 1, mods, pure=False): ch for ch in chunks}
-                for f in as_completed(futs):
-                    try: outs = f.result()
-                    except RunFailedError: raise
-                    except Exception as e: raise RunFailedError(f"fit_many: a Dask task for runs {futs[f]} failed: {type(e).__name__}: {e}") from e
-                    done(futs[f], outs)
+                try:
+                    for f in as_completed(futs):
+                        try: outs = f.result()
+                        except RunFailedError: raise
+                        except Exception as e: raise RunFailedError(f"fit_many: a Dask task for runs {futs[f]} failed: {type(e).__name__}: {e}") from e
+                        done(futs[f], outs)
+                finally: c.cancel([*futs, d])  # free the data and stop the other tasks if one failed
             finally:
                 for x in close: x.close()
         else:
