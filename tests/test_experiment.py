@@ -1,17 +1,15 @@
 "The experiment toolkit beyond its notebook: runs and tuning on Dask workers equal the in-process ones."
 import numpy as np, pytest
 from unlearnrepro.core import Cache, get_preset, set_threads, BadValueError
+from unlearnrepro.models import dask_client
 from unlearnrepro.experiment import scenario_spec, run_jobs, run_job, scenario_job, tune_job
 
 
 @pytest.fixture(scope='module')
 def client():
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           env={'UNLEARNREPRO_THREADS': '1', 'UNLEARNREPRO_QUIET': '1'}, silence_logs=40)
-    c = Client(cluster)
+    c, close = dask_client(None, 2)  # 2 one-thread workers, as the notebooks start them
     yield c
-    c.close(); cluster.close()
+    for x in close: x.close()
 
 
 def _cfg():

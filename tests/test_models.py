@@ -6,7 +6,7 @@ import pytest
 import torch
 from unlearnrepro.core import Cache, set_threads, BadValueError
 from unlearnrepro.data import load_dataset
-from unlearnrepro.models import fit_many, Recipe, RunFailedError
+from unlearnrepro.models import fit_many, Recipe, RunFailedError, dask_client
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = {'name': 'mlp', 'hidden': [32]}
@@ -20,12 +20,9 @@ def _runs(n_train, k, frac=0.7):
 
 @pytest.fixture(scope='module')
 def client():
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           env={'UNLEARNREPRO_THREADS': '1'}, silence_logs=40)
-    c = Client(cluster)
+    c, close = dask_client(None, 2)  # 2 one-thread workers, as the notebooks start them
     yield c
-    c.close(); cluster.close()
+    for x in close: x.close()
 
 
 @pytest.mark.parametrize('model_cfg,members', [(MLP, 3), ({'name': 'cnn_small', 'width': 4}, 32)])
@@ -64,6 +61,25 @@ def test_dask_back_to_back_calls_keep_their_data(client, monkeypatch):
             time.sleep(0.1)
         assert not any(client.has_what().values()), client.has_what()
     assert len(keys) == 4 and len(set(keys)) == 4, keys
+
+
+def test_dask_workers_keep_glibc_malloc_defaults(client):
+    "The library's clusters unset Dask's MALLOC_TRIM_THRESHOLD_ (torch trains ~2.4x slower with it), here and on the workers."
+    assert 'MALLOC_TRIM_THRESHOLD_' not in os.environ
+    env = client.run(lambda: (os.environ.get('MALLOC_TRIM_THRESHOLD_'), os.environ.get('UNLEARNREPRO_THREADS')))
+    assert len(env) == 2 and set(env.values()) == {(None, '1')}, env
+
+
+def test_dask_warns_about_a_foreign_cluster_that_trims():
+    "A cluster started the Dask default way (its nanny sets the trim threshold) is used, with a warning saying what to set."
+    from distributed import Client, LocalCluster
+    saved = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40) as cl, Client(cl) as c:
+            with pytest.warns(UserWarning, match=r'MALLOC_TRIM_THRESHOLD_=65536 .*pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null'):
+                got, close = dask_client(c)
+            assert got is c and close == []
+    finally: os.environ.clear(); os.environ.update(saved)  # the nanny also set it in this process
 
 
 def test_dask_failure_names_the_run(client):
