@@ -563,8 +563,11 @@ def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='m
         for r, o in zip(runs, outs): c.save(kind, _many_key(data, model_cfg, recipe, r, engine), o)
     return outs
 
+_TRIM_CHECKED = set()
 def _trim_warning(c):
-    "Warn when the workers of a cluster not made here run with Dask's malloc trim threshold (torch is ~2x slower then)."
+    "Warn (once per client) when the workers of a cluster not made here run with Dask's malloc trim threshold (torch is ~2x slower then)."
+    if c.id in _TRIM_CHECKED: return
+    _TRIM_CHECKED.add(c.id)
     try: vals = set(c.run(lambda: os.environ.get('MALLOC_TRIM_THRESHOLD_')).values()) - {None}
     except Exception: return
     if vals: warnings.warn(f"dask: the workers run with MALLOC_TRIM_THRESHOLD_={sorted(vals)[0]} (set by Dask's nanny); torch trains "
