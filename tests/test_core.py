@@ -1,5 +1,5 @@
 "Determinism and the artifact cache."
-import os, numpy as np, torch, pytest
+import os, json, numpy as np, torch, pytest
 from pathlib import Path
 from unlearnrepro.core import *
 from unlearnrepro.data import load_dataset
@@ -81,3 +81,95 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         p = c.path('m', {'a': 3})
         for f in (p, p.with_suffix('.pt.json')): assert (f.stat().st_mode & 0o777) == 0o644, oct(f.stat().st_mode)
     finally: os.umask(old)
+
+@pytest.mark.parametrize('bad', [1.5, True, np.float64(2.0), -1, '3'])
+def test_generators_refuse_bad_seeds(bad):
+    "A seed is a non-negative integer: 1.5 is not truncated to 1, True is not 1, -1 does not wrap."
+    with pytest.raises(BadValueError, match='is not allowed: it must be an integer in \\[0, inf\\]'): make_generator(bad)
+    with pytest.raises(BadValueError, match='is not allowed'): seed_everything(bad)
+
+def test_generators_accept_numpy_integers():
+    assert torch.equal(torch.randperm(9, generator=make_generator(np.int64(4))), torch.randperm(9, generator=make_generator(4)))
+
+@pytest.mark.parametrize('bad', [1.5, True, -1])
+def test_entry_points_refuse_bad_seeds_before_work(bad, digits, tmp_path):
+    from unlearnrepro.data import make_forget_set
+    from unlearnrepro.unlearning import relabel_other
+    with pytest.raises(BadValueError, match='seed='): create_model('cnn_small', 1, 10, 8, seed=bad)
+    with pytest.raises(BadValueError, match='seed='): relabel_other(torch.zeros(4, dtype=torch.long), 10, seed=bad)
+    c = Cache(tmp_path)
+    for kind in ('iid', 'non_iid'):
+        with pytest.raises(BadValueError, match='seed='): make_forget_set(digits, kind, c, seed=bad)
+    with pytest.raises(BadValueError, match='seed='):
+        fit(digits, {'name': 'cnn_small'}, Recipe(epochs=1), seed=bad, cache=c)
+    assert not list(tmp_path.rglob('*.*'))  # nothing read into or written to the cache
+
+# ---------- timings live in the sidecar ----------
+
+def _art(secs):
+    return {'state': {'w': torch.arange(4.), 'bn.running_var': torch.ones(2)}, 'history': [{'loss': 0.25, 'seconds': secs / 3},
+            {'loss': 0.125, 'seconds': secs / 3}], 'seconds': secs, 'cost': {'steps': 4, 'seconds': torch.tensor(secs, dtype=torch.float64),
+            'wall_seconds': float('nan')}, 'records': {}}
+
+def test_timings_do_not_change_the_artifact_bytes(tmp_path):
+    c = Cache(tmp_path)
+    a, b = _art(1.5), _art(99.25)
+    pa, pb = c.save('run', {'i': 0}, a), c.save('run', {'i': 1}, b)
+    assert pa.read_bytes() == pb.read_bytes()
+    assert a['seconds'] == 1.5 and 'seconds' in a['history'][0]  # the caller's value is left alone
+    for cfg, want in (({'i': 0}, a), ({'i': 1}, b)):
+        got = c.load('run', cfg)
+        assert list(got) == list(want) and list(got['cost']) == list(want['cost']) and list(got['history'][1]) == ['loss', 'seconds']
+        assert got['seconds'] == want['seconds'] and got['history'][1]['seconds'] == want['history'][1]['seconds']
+        assert got['cost']['seconds'].dtype == torch.float64 and got['cost']['seconds'].item() == want['cost']['seconds'].item()
+        assert np.isnan(got['cost']['wall_seconds'])
+        assert torch.equal(got['state']['w'], torch.arange(4.))
+    meta = json.loads(pa.with_suffix('.pt.json').read_text())
+    assert meta['bytes'] == pa.stat().st_size and {tuple(p) for p, _, _ in meta['volatile']} == {
+        ('history', 0, 'seconds'), ('history', 1, 'seconds'), ('seconds',), ('cost', 'seconds'), ('cost', 'wall_seconds')}
+    # a value without timings is stored as before: no `volatile`, the plain torch.save bytes
+    p = c.save('run', {'i': 2}, {'w': torch.ones(2)})
+    assert 'volatile' not in json.loads(p.with_suffix('.pt.json').read_text())
+    import unlearnrepro.core as core
+    assert p.read_bytes() == core._serialise({'w': torch.ones(2)}, '.pt')
+
+def test_artifacts_with_timings_inside_still_load(tmp_path):
+    "Written before timings moved to the sidecar: the timings are in the .pt, the sidecar has no `volatile`."
+    import hashlib, unlearnrepro.core as core
+    c = Cache(tmp_path); p = c.path('run', {'i': 0}); a = _art(2.0)
+    data = core._serialise(a, '.pt'); p.parent.mkdir(parents=True)
+    p.write_bytes(data)
+    p.with_suffix('.pt.json').write_text(json.dumps(dict(kind='run', key=p.stem, config={'i': 0}, version='old', format=CACHE_FORMAT,
+                                                         bytes=len(data), sha256=hashlib.sha256(data).hexdigest())))
+    got = Cache(tmp_path, on_corrupt='raise').load('run', {'i': 0})
+    assert list(got) == list(a) and got['seconds'] == 2.0 and got['history'][0]['seconds'] == a['history'][0]['seconds']
+
+def test_damaged_volatile_list_is_corrupt(tmp_path):
+    c = Cache(tmp_path); p = c.save('run', {'i': 0}, _art(1.0))
+    side = p.with_suffix('.pt.json'); meta = json.loads(side.read_text())
+    meta['volatile'][0][0] = ['no', 'such', 'path']; side.write_text(json.dumps(meta))
+    with pytest.raises(CorruptArtifactError, match='cannot be read back'): Cache(tmp_path, on_corrupt='raise').load('run', {'i': 0})
+
+FIT_JOB = '''
+import sys
+from unlearnrepro.core import Cache
+from unlearnrepro.data import load_dataset
+from unlearnrepro.models import fit, Recipe
+d = load_dataset('digits', n_train=200, n_test=50)
+fit(d, {'name': 'cnn_small', 'width': 4}, Recipe(epochs=2, lr=0.05, batch_size=64), seed=3, cache=Cache(sys.argv[1]), record=['events'])
+'''
+
+def test_identical_fits_in_two_processes_write_identical_bytes(tmp_path):
+    "The same fit in two fresh processes with separate caches: byte-identical .pt files (the wall times differ, in the sidecars)."
+    import subprocess, sys
+    script = tmp_path/'job.py'; script.write_text(FIT_JOB)
+    env = dict(os.environ, UNLEARNREPRO_QUIET='1', UNLEARNREPRO_THREADS='1', OMP_NUM_THREADS='1')
+    for d in ('a', 'b'):
+        out = subprocess.run([sys.executable, str(script), str(tmp_path/d)], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+    (pa,), (pb,) = list((tmp_path/'a'/'model').glob('*.pt')), list((tmp_path/'b'/'model').glob('*.pt'))
+    assert pa.name == pb.name and pa.read_bytes() == pb.read_bytes()
+    ma, mb = (json.loads(p.with_suffix('.pt.json').read_text()) for p in (pa, pb))
+    assert ma['sha256'] == mb['sha256'] and [v[0] for v in ma['volatile']] == [['seconds']]
+    run = Cache(tmp_path/'a').load('model', ma['config'])
+    assert run['seconds'] == ma['volatile'][0][1] > 0 and list(run) == ['state_dict', 'history', 'seconds', 'records']

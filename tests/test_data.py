@@ -109,3 +109,56 @@ def test_svhn_loader_on_real_format(tmp_path, monkeypatch):
     d = load_dataset('svhn', root=str(tmp_path), download=False)
     assert d.train.x.shape == (40, 3, 32, 32) and len(d.test) == 20
     assert d.train.y[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # label 10 -> 0
+
+
+@pytest.mark.parametrize('retain,msg', [([1.7, 5], 'the retain set holds 1.7'), ([2.0, 5], 'the retain set holds 2.0'),
+                                        ([True, 5], 'the retain set holds True'), (np.array([0.5]), 'the retain set holds 0.5'),
+                                        ([-1, 5], 'retain index -1 is out of range'), ([100], 'retain index 100 is out of range'),
+                                        ([3, 3], 'retain index 3 appears 2 times')])
+def test_bad_retain_indices(retain, msg):
+    "Never truncated (1.7 -> 1), read as 0/1 (True) or wrapped around (-1 -> n-1): refused, naming the value."
+    with pytest.raises(BadIndicesError, match=msg.replace('.', '\\.')): check_split([0], 100, retain=retain)
+
+@pytest.mark.parametrize('forget,msg', [([True, 3], 'the forget set holds True'), (np.array([True]), 'the forget set holds True'),
+                                        (np.array([1.0, 2.0]), 'the forget set holds 1.0'), (torch.tensor([0.5]), 'the forget set holds 0.5')])
+def test_forget_indices_that_are_not_integers(forget, msg):
+    with pytest.raises(BadIndicesError, match=msg.replace('.', '\\.')): check_split(forget, 100)
+
+def test_integer_positions_of_any_integer_type():
+    f, r = check_split(torch.tensor([5, 1]), 10, retain=np.array([0, 2], dtype=np.int32))
+    assert f.tolist() == [1, 5] and r.tolist() == [0, 2] and f.dtype == r.dtype == np.int64
+    assert integer_positions([np.int64(3), 4]).tolist() == [3, 4]
+
+def test_forget_quantile_checks_m_and_nan():
+    sc = np.arange(20.)
+    for m, msg in [(1.5, 'm=1.5 is not allowed: it must be an integer in [1, 20]'), (True, 'm=True'), (0, 'm=0'), (21, 'm=21')]:
+        with pytest.raises(BadValueError) as e: forget_quantile(sc, m)
+        assert msg in str(e.value)
+    with pytest.raises(BadValueError, match='scores hold 20 NaN of 20'): forget_quantile(np.full(20, np.nan), 3)
+    # a single NaN would have sorted above every number: the 'last' (most memorized) set would have picked it
+    with pytest.raises(BadValueError, match='scores hold 1 NaN of 20 \\(first at position 4\\)'): forget_quantile(np.where(sc == 4, np.nan, sc), 2, 'last')
+    with pytest.raises(BadValueError, match='NaN'): forget_memorization(np.r_[np.nan, sc[1:]], 3, 'low')
+    assert forget_quantile(sc, np.int64(2), 'last').tolist() == [18, 19]
+
+@pytest.mark.parametrize('kw,msg', [(dict(kind='iid', seed=True), 'seed=True'), (dict(kind='iid', seed=1.5), 'seed=1.5'),
+                                    (dict(kind='iid', seed=-1), 'seed=-1'), (dict(kind='non_iid', seed=1.5), 'seed=1.5'),
+                                    (dict(kind='quantile', m=1.5, scores=True), 'm=1.5'), (dict(kind='quantile', m=True, scores=True), 'm=True'),
+                                    (dict(kind='quantile', m=3, scores='nan'), 'NaN')])
+def test_make_forget_set_checks_before_the_cache(kw, msg, tmp_path):
+    "Bad arguments fail before the cache is read, even where an older version stored an artifact under them."
+    d = load_dataset('digits'); c = Cache(tmp_path); kw = dict(kw); kind = kw.pop('kind')
+    if 'scores' in kw: kw['scores'] = np.full(len(d.train), np.nan) if kw['scores'] == 'nan' else np.arange(len(d.train), dtype=float)
+    cfg = dict(data=d.config, kind=kind, **{k: v for k, v in kw.items() if k != 'scores'})
+    if 'scores' in kw: cfg['scores_sha'] = content_hash(kw['scores'].astype(np.float64))
+    c.save('forget', cfg, np.arange(3), ext='.npy')  # what an unchecked older version could have stored
+    with pytest.raises(BadValueError, match=msg): make_forget_set(d, kind, c, **kw)
+    assert c.hits == 0
+
+def test_make_forget_set_accepts_numpy_seeds(tmp_path):
+    d = load_dataset('digits')
+    assert np.array_equal(make_forget_set(d, 'iid', Cache(tmp_path), seed=np.int64(4)), make_forget_set(d, 'iid', seed=4))
+
+def test_subset_and_split_seeds_are_checked():
+    with pytest.raises(BadValueError, match='seed=1.5'): stratified_subset(np.repeat(np.arange(3), 10), 6, seed=1.5)
+    with pytest.raises(BadValueError, match='split_seed=True'): load_dataset('digits', split_seed=True)
+    with pytest.raises(BadValueError, match='subset_seed=-1'): load_dataset('digits', n_train=100, subset_seed=-1)

@@ -318,3 +318,70 @@ def test_all_scores_small(dig, tmp_path):
     np.testing.assert_allclose(sc['confidence'].values, ev['confidence'].double().numpy())  # the recorders do not change training
     s2 = compute_score(setup, 'el2n')
     np.testing.assert_array_equal(s2.values, sc['el2n'].values)
+
+
+def test_make_score_checks_the_name_first():
+    "An unknown name with the wrong length: the error is the name (listing the known ones), not the length."
+    with pytest.raises(UnknownNameError, match="unknown score 'conf'; choose one of: binary_accuracy, confidence, cscore"):
+        make_score('conf', np.zeros(5), 200)
+
+
+def _identical_halves(seed, N=40):
+    "4 runs made of two runs repeated so that noise_ceiling(seed) puts one copy of each in each half."
+    perm = np.random.default_rng(seed).permutation(4)
+    rng = np.random.default_rng(seed + 100)
+    Ih = rng.random((2, N)) < 0.5; Ih[1] = ~Ih[0]  # every example in exactly one of the two runs
+    Ch = rng.random((2, N)) < 0.5
+    I, C = np.zeros((4, N), bool), np.zeros((4, N), bool)
+    I[perm[:2]], I[perm[2:]], C[perm[:2]], C[perm[2:]] = Ih, Ih, Ch, Ch
+    return I, C
+
+@pytest.mark.parametrize('seed', [0, 1, 7])
+def test_noise_ceiling_of_identical_halves_is_one(seed):
+    nc = noise_ceiling(*_identical_halves(seed), seed=seed)
+    assert nc == dict(r=1.0, ceiling=1.0, runs_per_half=2)
+
+
+def test_noise_ceiling_of_pure_noise_is_near_zero():
+    "Correctness independent of inclusion: nothing to find. At N = 2000 the split-half r has sd ~ 1/sqrt(N) ~ 0.02."
+    rng = np.random.default_rng(3)
+    for s in range(3):
+        I, C = rng.random((40, 2000)) < 0.7, rng.random((40, 2000)) < 0.5
+        nc = noise_ceiling(I, C, seed=s)
+        assert abs(nc['r']) < 0.1 and abs(nc['ceiling']) < 0.2, nc
+
+
+def test_noise_ceiling_of_a_planted_signal_matches_spearman_brown():
+    """p(correct) = p_out held out, p_out + m_i trained on (m_i ~ U(0, 0.8)), inclusion w.p. 1/2. A half of K/2 runs has
+    ~K/4 runs in and out per example: estimate = m_i + noise of variance [p_in(1-p_in) + p_out(1-p_out)] / (K/4), so the
+    split-half r = var(m) / (var(m) + mean noise variance), and the ceiling = its Spearman-Brown value = the correlation of
+    the K-run estimate with that of an independent set of K runs."""
+    rng = np.random.default_rng(11)
+    K, N, p_out = 32, 3000, 0.1
+    m = rng.uniform(0, 0.8, N); p_in = p_out + m
+    def runs():
+        I = rng.random((K, N)) < 0.5
+        return I, rng.random((K, N)) < np.where(I, p_in, p_out)
+    (I, C), (I2, C2) = runs(), runs()
+    nc = noise_ceiling(I, C, seed=0)
+    r_pred = m.var() / (m.var() + ((p_in * (1 - p_in) + p_out * (1 - p_out)) / (K / 4)).mean())
+    assert nc['r'] == pytest.approx(r_pred, abs=0.05)
+    assert nc['ceiling'] == pytest.approx(spearman_brown(r_pred), abs=0.05)
+    replica = spearman(estimate_memorization(I, C, warn=False), estimate_memorization(I2, C2, warn=False))
+    assert nc['ceiling'] == pytest.approx(replica, abs=0.05)
+    assert nc['ceiling'] > nc['r'] + 0.1  # the correction matters here
+
+
+def test_final_loss_known_answer():
+    "Logits = inputs (identity layer): CE of (ln 3, 0) with y=0 is ln(4/3), y=1 ln 4; (0, 0) ln 2; (0, ln 9) with y=1 ln(10/9)."
+    from unlearnrepro.data import DataBundle
+    logits = torch.tensor([[math.log(3), 0.], [math.log(3), 0.], [0., 0.], [0., math.log(9)]])
+    y = torch.tensor([0, 1, 0, 1])
+    data = DataBundle('toy', TensorData(logits[:, None, None, :], y), TensorData(logits[:, None, None, :], y), 2, 1, 1, {'name': 'toy'})
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False)); nn.init.eye_(net[1].weight)
+    class Fixed(ScoreSetup):
+        def original(self): return net, {}
+    s = compute_score(Fixed(data, {'name': 'mlp'}, RECIPE), 'final_loss')
+    np.testing.assert_allclose(s.values, [math.log(4 / 3), math.log(4), math.log(2), math.log(10 / 9)], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(s.memorization_like, s.values)
+    assert s.cost == dict(examples=0, forward=4, steps=0, trainings=pytest.approx(4 / 3 / (RECIPE.epochs * 4)))

@@ -1,5 +1,5 @@
 "fit_many beyond the notebook: the Dask path (bit-identical to in-process) and the resumption of a killed job."
-import os, sys, json, time, signal, subprocess, textwrap
+import os, re, sys, json, time, signal, subprocess, textwrap
 from pathlib import Path
 import numpy as np
 import pytest
@@ -173,3 +173,56 @@ def test_dask_workers_import_the_optimizer_chapter(client):
     here = fit_many(dig, MLP, rc, runs, backend='serial')
     there = fit_many(dig, MLP, rc, runs, backend='dask', client=client)
     for a, b in zip(here, there): assert torch.equal(a['train_probs'], b['train_probs'])
+
+
+def test_every_registered_model_runs_forward():
+    "Every model in MODELS, resnet50 included (100 classes, as for CIFAR-100), on a 32x32 batch of 2."
+    from unlearnrepro.models import MODELS, create_model
+    x = torch.randn(2, 3, 32, 32)
+    kws = {'resnet_cifar': {'depth': 8}, 'vit': {'dim': 32, 'mlp_dim': 64, 'depth': 1, 'heads': 2}}
+    assert {'mlp', 'cnn_small', 'resnet_cifar', 'resnet18', 'resnet50', 'vit'} <= set(MODELS.names())
+    for name in MODELS.names():
+        C = 100 if name == 'resnet50' else 10
+        with torch.no_grad(): assert create_model(name, 3, C, 32, seed=0, **kws.get(name, {}))(x).shape == (2, C), name
+
+
+def test_create_model_refuses_bad_seeds():
+    from unlearnrepro.models import create_model
+    for bad in (1.5, True, -1, np.float64(1.0)):
+        with pytest.raises(BadValueError, match=re.escape(f'seed={bad!r} is not allowed')): create_model('mlp', 1, 10, 8, seed=bad)
+    a, b = create_model('mlp', 1, 10, 8, seed=np.int64(2)), create_model('mlp', 1, 10, 8, seed=2)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_positions_that_are_not_integers():
+    from unlearnrepro.core import BadIndicesError
+    from unlearnrepro.models import check_positions
+    for bad, shown in (([1.7, 3], '1.7'), ([True, 3], 'True'), (np.array([2.0]), '2.0')):
+        with pytest.raises(BadIndicesError, match=f'positions holds {shown}'): check_positions(bad, 10)
+    assert check_positions(torch.tensor([3, 1]), 10).tolist() == [3, 1]
+
+
+def test_stale_diverged_model_in_the_cache_is_recomputed(tmp_path):
+    "A stored fit whose BatchNorm variance is inf (written under the real key) is not served: warning naming the file, then retrained."
+    import warnings
+    from unlearnrepro.core import CorruptArtifactError
+    from unlearnrepro.models import fit
+    dig = load_dataset('digits', n_train=300)
+    args = (dig, {'name': 'cnn_small', 'width': 4}, Recipe(epochs=1, lr=0.05, batch_size=64))
+    c = Cache(tmp_path)
+    m1, _ = fit(*args, seed=0, cache=c)
+    (p,) = (tmp_path/'model').glob('*.pt')
+    key = json.loads(p.with_suffix('.pt.json').read_text())['config']
+    art = c.load('model', key); art['state_dict']['1.running_var'].fill_(float('inf'))
+    assert c.save('model', key, art) == p  # the real key: a fit with these arguments reads exactly this file
+    with pytest.raises(CorruptArtifactError, match=f'{p} holds a diverged model: 1.running_var is not finite'):
+        fit(*args, seed=0, cache=Cache(tmp_path, on_corrupt='raise'))
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter('always'); m2, _ = fit(*args, seed=0, cache=c)
+    assert any(str(p) in str(w.message) and 'diverged' in str(w.message) and 'recomputing' in str(w.message) for w in got)
+    assert (c.hits, c.misses) == (0, 2)
+    assert all(torch.equal(v, m2.state_dict()[k]) for k, v in m1.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in c.load('model', key)['state_dict'].values() if v.is_floating_point())
+    with warnings.catch_warnings():
+        warnings.simplefilter('error'); fit(*args, seed=0, cache=c)  # and now a plain hit
+    assert c.hits == 1

@@ -109,15 +109,16 @@ class Registry:
     def __repr__(self): return f"Registry({self.kind}: {', '.join(self.names())})"
 
 # %% ../nbs/00_core.ipynb #8726121c
-def seed_everything(seed:int): # the seed for python, numpy and torch
+def seed_everything(seed:int): # the seed for python, numpy and torch: a non-negative integer
     "Seed python's `random`, numpy and torch (CPU and CUDA)."
+    seed = check_seed(seed)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
-def make_generator(seed:int, # seed of this generator
+def make_generator(seed:int, # seed of this generator: a non-negative integer (1.5 and True are refused, not truncated)
                    device='cpu'): # device the generator lives on
     "A seeded `torch.Generator`, one per loader or random draw."
-    g = torch.Generator(device=device); g.manual_seed(int(seed)); return g
+    g = torch.Generator(device=device); g.manual_seed(check_seed(seed)); return g
 
 def get_device(prefer:str|None=None): # 'cuda', 'cpu' or None for automatic
     "`cuda` when available (or asked for), else `cpu`."
@@ -281,6 +282,49 @@ def _serialise(value, ext:str) -> bytes:
     else: torch.save(value, buf)
     return buf.getvalue()
 
+def _is_timing(k) -> bool: return isinstance(k, str) and (k == 'seconds' or k.endswith('_seconds'))
+
+def _timing_json(v):
+    "A timing as JSON: a number or a list of numbers as it is, a tensor as its dtype and values; None for anything else (it stays in the artifact)."
+    if isinstance(v, (int, float)) and not isinstance(v, bool): return v
+    if type(v) is list and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v): return list(v)
+    if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
+        return {'dtype': str(v.dtype).removeprefix('torch.'), 'values': v.detach().cpu().tolist()}
+    return None
+
+def _timing_value(j):
+    "The inverse of `_timing_json`."
+    return torch.tensor(j['values'], dtype=getattr(torch, j['dtype'])) if isinstance(j, dict) else j
+
+def _split_volatile(value) -> tuple:
+    "`value` without its timings (only the dicts and lists that held one are copied) and the list of `[path, value, at]` taken out."
+    out, seen = [], {}
+    def strip(o, path):
+        if id(o) in seen: return seen[id(o)]
+        new = o
+        if isinstance(o, dict):
+            items = []
+            for at, (k, v) in enumerate(o.items()):
+                j = _timing_json(v) if _is_timing(k) else None
+                if j is not None: out.append([[*path, k], j, at]); continue
+                items.append((k, strip(v, [*path, k]) if isinstance(k, (str, int)) and not isinstance(k, bool) else v))
+            if len(items) < len(o) or any(w is not v for (_, w), v in zip(items, o.values())):
+                new = copy.copy(o); new.clear(); new.update(items)
+        elif isinstance(o, list):
+            items = [strip(v, [*path, i]) for i, v in enumerate(o)]
+            if any(w is not v for w, v in zip(items, o)): new = copy.copy(o); new[:] = items
+        seen[id(o)] = new; return new
+    return strip(value, []), out
+
+def _put_back(value, volatile:list):
+    "Put the timings of a sidecar's `volatile` list back where `_split_volatile` took them from (at their place among the keys)."
+    for path, j, at in volatile:
+        o = value
+        for k in path[:-1]: o = o[k]
+        items = list(o.items()); items.insert(at, (path[-1], _timing_value(j)))
+        o.clear(); o.update(items)
+    return value
+
 # %% ../nbs/00_core.ipynb #c86d9c87
 def default_cache_dir() -> Path:
     "`$UNLEARNREPRO_CACHE`, else `~/.cache/unlearnrepro`."
@@ -319,25 +363,33 @@ class Cache:
             raise CorruptArtifactError(f"{p} holds a {meta['kind']!r} artifact for another config than the one asked for; its recorded key does not match")
         try:
             if p.suffix == '.npy': return np.load(p, allow_pickle=False)
-            return torch.load(p, map_location='cpu', weights_only=True)
+            return _put_back(torch.load(p, map_location='cpu', weights_only=True), meta.get('volatile', []))
         except Exception as e: raise CorruptArtifactError(f"{p} cannot be read back: {e}") from e
 
-    def load(self, kind:str, config:dict, ext:str='.pt'):
-        "The stored artifact, or `None` when there is none (corruption handled per `on_corrupt`)."
+    def load(self, kind:str, config:dict, ext:str='.pt',
+             check:Callable|None=None): # `check(value)` raises `CorruptArtifactError` when a stored value is not usable
+        "The stored artifact, or `None` when there is none (corruption, and a value `check` refuses, handled per `on_corrupt`)."
         p = self.path(kind, config, ext)
         if not p.exists(): return None
-        try: return self._load(p, kind, config)
+        try:
+            v = self._load(p, kind, config)
+            if check is not None:
+                try: check(v)
+                except CorruptArtifactError as e: raise CorruptArtifactError(f"{p} {e}") from e
+            return v
         except CorruptArtifactError as e:
             if self.on_corrupt == 'raise': raise
             warnings.warn(f"cache: {e}; recomputing it")
             return None
 
     def save(self, kind:str, config:dict, value, ext:str='.pt') -> Path:
-        "Write `value` with its JSON sidecar (kind, key, config, version, size, checksum); each file atomically, the sidecar first."
+        "Write `value` with its JSON sidecar (kind, key, config, version, size, checksum, timings); each file atomically, the sidecar first."
         p = self.path(kind, config, ext)
+        value, volatile = _split_volatile(value) if ext != '.npy' else (value, [])
         data = _serialise(value, ext)
         meta = dict(kind=kind, key=p.stem, config=_canon(config), version=_version(), format=CACHE_FORMAT,
                     bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        if volatile: meta['volatile'] = volatile  # measured wall times, kept out of the artifact's bytes
         # sidecar first: a run killed between the two writes leaves a sidecar without its artifact (recomputed), never an
         # artifact without a checkable sidecar
         _atomic_write(p.with_suffix(p.suffix + '.json'), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
@@ -347,9 +399,10 @@ class Cache:
     def get(self, kind:str, # what is cached
             config:dict, # full config; its hash is the key
             compute:Callable[[], Any], # makes the artifact when it is not stored
-            ext:str='.pt'): # '.pt' (torch.save; tensors / state dicts / dicts of numbers) or '.npy'
-        "Load the artifact of `kind` with `config`, computing and storing it when missing or corrupt."
-        v = self.load(kind, config, ext)
+            ext:str='.pt', # '.pt' (torch.save; tensors / state dicts / dicts of numbers) or '.npy'
+            check:Callable|None=None): # `check(value)` raises `CorruptArtifactError` when a stored value is not usable (then: as a damaged file)
+        "Load the artifact of `kind` with `config`, computing and storing it when missing, corrupt or refused by `check`."
+        v = self.load(kind, config, ext, check)
         if v is not None:
             self.hits += 1
             if self.verbose: print(f"cache hit: {kind}/{config_key(kind, config)}")

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'DEBIAN_FMNIST', 'FORGET_SETS', 'TensorData', 'DataBundle', 'stratified_subset', 'flip_labels',
-           'load_dataset', 'read_idx', 'write_idx', 'check_split', 'forget_iid', 'forget_classes', 'forget_quantile',
-           'forget_memorization', 'make_forget_set']
+           'load_dataset', 'read_idx', 'write_idx', 'integer_positions', 'check_split', 'forget_iid', 'forget_classes',
+           'forget_quantile', 'forget_memorization', 'make_forget_set']
 
 # %% ../nbs/01_data.ipynb #387b790b
 import os, gzip, struct
@@ -63,7 +63,7 @@ def stratified_subset(y:np.ndarray, # labels
                       n:int|None, # how many to keep (None: all)
                       seed:int=0): # seed of the draw
     "Sorted positions of a class-stratified random subset of size `n`."
-    y = np.asarray(y)
+    y = np.asarray(y); check_seed(seed)
     if n is None or n >= len(y):
         if n is not None and n > len(y): raise BadValueError(f"subset size {n} is larger than the split ({len(y)} examples)")
         return np.arange(len(y))
@@ -126,7 +126,7 @@ def _digits(split_seed:int=0, # seed of the fixed stratified train/test split
             test_frac:float=0.2): # fraction of the 1,797 images held out for testing
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-    check_fraction('test_frac', test_frac, allow_one=False)
+    check_fraction('test_frac', test_frac, allow_one=False); check_seed(split_seed, 'split_seed')
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)[:, None]  # N x 1 x 8 x 8 in [0, 1]
     tr, te = train_test_split(np.arange(len(x)), test_size=test_frac, stratify=d.target, random_state=split_seed)
@@ -226,25 +226,40 @@ def _svhn(root:str|None=None, # folder holding train_32x32.mat and test_32x32.ma
     return f(tr), np.asarray(tr.labels), f(te), np.asarray(te.labels), 10
 
 # %% ../nbs/01_data.ipynb #0b6b3325
+def integer_positions(values, # positions: a list, array or tensor
+                      name:str='positions') -> np.ndarray: # what they are called in messages ('the retain set', ...)
+    "`values` as a flat int64 array; raise `BadIndicesError` naming the first value that is not an integer (a float, even 2.0, or a bool)."
+    a = np.asarray(values)
+    bad = None
+    if np.issubdtype(a.dtype, np.integer):
+        if a.size and isinstance(values, (list, tuple)):  # np.asarray reads [True, 5] as [1, 5]: look at the elements themselves
+            bad = next((v for v in np.asarray(values, dtype=object).ravel() if isinstance(v, (bool, np.bool_))), None)
+        if bad is None: return a.astype(np.int64).ravel()
+    else:
+        flat = a.ravel()
+        bad = next((v for v in flat if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))), flat[0] if flat.size else None)
+    bad = bad.item() if isinstance(bad, np.generic) else bad
+    raise BadIndicesError(f"{name} holds {bad!r}: positions must be integers, not floats or bools (the values are never truncated or read as 0/1)")
+
 def check_split(forget, # forget positions
                 n:int, # size of the training split
                 retain=None): # retain positions (default: the complement)
     "Validate a forget set (and retain set); return both as sorted int64 arrays."
-    f = np.asarray(forget)
-    if f.size == 0: raise BadIndicesError("the forget set is empty; it needs at least one example")
-    if not np.issubdtype(f.dtype, np.integer): raise BadIndicesError(f"forget indices must be integers, got dtype {f.dtype}")
-    f = f.astype(np.int64).ravel()
+    if np.asarray(forget).size == 0: raise BadIndicesError("the forget set is empty; it needs at least one example")
+    f = integer_positions(forget, 'the forget set')
     bad = f[(f < 0) | (f >= n)]
     if bad.size: raise BadIndicesError(f"forget index {int(bad[0])} is out of range: indices must lie in [0, {n})")
     u, c = np.unique(f, return_counts=True)
     if (c > 1).any(): raise BadIndicesError(f"forget index {int(u[c > 1][0])} appears {int(c[c > 1][0])} times; indices must be unique")
     if retain is None: r = np.setdiff1d(np.arange(n), u)
     else:
-        r = np.asarray(retain, dtype=np.int64).ravel()
+        r = integer_positions(retain, 'the retain set')
+        bad = r[(r < 0) | (r >= n)]
+        if bad.size: raise BadIndicesError(f"retain index {int(bad[0])} is out of range: indices must lie in [0, {n})")
         both = np.intersect1d(u, r)
         if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set ({both.size} overlap); they must be disjoint")
-        if r.size and (r.min() < 0 or r.max() >= n): raise BadIndicesError(f"retain indices must lie in [0, {n})")
-        if np.unique(r).size != r.size: raise BadIndicesError("retain indices must be unique")
+        ur, cr = np.unique(r, return_counts=True)
+        if (cr > 1).any(): raise BadIndicesError(f"retain index {int(ur[cr > 1][0])} appears {int(cr[cr > 1][0])} times; indices must be unique")
     if r.size == 0: raise BadIndicesError("the retain set is empty: the forget set covers the whole training set")
     return u, np.sort(r)
 
@@ -256,7 +271,7 @@ def forget_iid(labels, # training labels (only their number is used)
                frac:float=0.1, # fraction of the training set to forget
                seed:int=0): # seed of the draw
     "A uniformly random `frac` of the training set."
-    n = len(labels); check_fraction('frac', frac, allow_one=False)
+    n = len(labels); check_fraction('frac', frac, allow_one=False); check_seed(seed)
     k = max(1, int(round(frac * n)))
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
@@ -266,7 +281,7 @@ def forget_classes(labels, # training labels
                    classes=(2, 5), # classes the forget set is drawn from, in equal parts
                    seed:int=0): # seed of the draw
     "Non-IID forget set: `frac` of the training set drawn equally from `classes` (DEL: half of classes 2 and 5)."
-    y = np.asarray(labels); check_fraction('frac', frac, allow_one=False)
+    y = np.asarray(labels); check_fraction('frac', frac, allow_one=False); check_seed(seed)
     present = set(np.unique(y).tolist())
     if not classes: raise BadValueError("classes is empty; name at least one class")
     missing = [c for c in classes if c not in present]
@@ -284,9 +299,14 @@ def forget_classes(labels, # training labels
 def forget_quantile(scores, # one score per training example
                     m:int, # size of the forget set
                     where:str='q2'): # first | q1 | q2 | q3 | last
-    "`m` examples at a position of the score order: lowest, centred on a quartile, or highest."
+    "`m` examples at a position of the score order: lowest, centred on a quartile, or highest (scores must not be NaN)."
     s = np.asarray(scores); n = len(s)
-    if not 0 < m <= n: raise BadValueError(f"m={m} is not allowed: it must lie in [1, {n}]")
+    if s.ndim != 1: raise BadValueError(f"scores must be one number per training example, got shape {s.shape}")
+    m = check_int('m', m, 1, n)
+    if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
+        nan = np.flatnonzero(np.isnan(s))
+        raise BadValueError(f"scores hold {len(nan)} NaN of {n} (first at position {nan[0]}): a NaN has no place in the score order; "
+                            "drop those examples or give them a value")
     centres = {'q1': 0.25, 'q2': 0.5, 'q3': 0.75}
     order = np.argsort(s, kind='stable')
     if where == 'first': sel = order[:m]
@@ -322,6 +342,8 @@ def make_forget_set(data:DataBundle, # dataset the indices refer to (its train s
     else: arg = labels
     cfg = dict(data=data.config, kind=kind, **kw)
     if scores is not None: cfg['scores_sha'] = content_hash(scores.astype(np.float64))
-    compute = lambda: check_split(build(arg, **kw), len(labels))[0]
-    f = cache.get('forget', cfg, compute, ext='.npy') if cache else compute()
+    # build first (every builder is cheap): its checks (seed, frac, m, NaN scores, ...) run before the cache is read,
+    # so a bad argument fails even where an artifact was stored under it by an older version that did not check it
+    built = check_split(build(arg, **kw), len(labels))[0]
+    f = cache.get('forget', cfg, lambda: built, ext='.npy') if cache else built
     return check_split(f, len(labels))[0]

@@ -343,7 +343,7 @@ def make_score(name:str, # a name in SCORES
                cost:dict|None=None, # counts from cost_dict
                epochs:int|None=None) -> Score: # epochs of the original training (for `trainings`)
     "A checked `Score`: known name, one value per training example, memorization-like values, cost with `trainings`."
-    v = _check_len(name, values, n); sign = score_sign(name)
+    sign = score_sign(name); v = _check_len(name, values, n)  # the name first: an unknown name is the error, not the length
     c = cost_dict(**{k: (cost or {}).get(k, 0) for k in ('examples', 'forward', 'steps')}, epochs=epochs, n=n)
     return Score(name, v, sign, sign * v, c, float((cost or {}).get('seconds', float('nan'))))
 

@@ -229,7 +229,7 @@ def loss_mia_auc(forget_losses, # per-example losses on the forget set
                  n_splits:int=5, # cross-validation folds
                  seed:int=0): # seed of the subsample and of the folds
     "Cross-validated ROC AUC of a logistic regression telling forget from (size-matched) test examples by loss."
-    f, t = _vector(forget_losses, 'forget_losses'), _vector(test_losses, 'test_losses')
+    f, t, seed = _vector(forget_losses, 'forget_losses'), _vector(test_losses, 'test_losses'), check_seed(seed)
     if not (isinstance(n_splits, int) and n_splits >= 2): raise BadValueError(f"n_splits={n_splits!r} must be an integer >= 2")
     n = min(len(f), len(t))
     if n < n_splits: raise BadValueError(f"loss_mia_auc needs at least n_splits={n_splits} examples in each set, got {len(f)} forget and {len(t)} test")

@@ -31,6 +31,7 @@ def create_model(name:str, # a name in MODELS
     factory = MODELS[name]
     for k, v in dict(in_ch=in_ch, n_classes=n_classes, img_size=img_size).items():
         if not isinstance(v, (int, np.integer)) or v < 1: raise BadValueError(f"{k}={v!r} must be a positive integer")
+    if seed is not None: seed = check_seed(seed)  # 1.5 is not seed 1, True is not seed 1
     if seed is None: return factory(in_ch, n_classes, img_size, **kw)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed); return factory(in_ch, n_classes, img_size, **kw)
@@ -134,6 +135,9 @@ class Recipe:
         f = OPTIMIZERS[self.optimizer]  # raises for unknown names
         if hasattr(f, 'check'): f.check(self.opt_kw)  # an optimizer may validate its own options (SGLD: sigma >= 0)
         self.milestones = tuple(self.milestones)
+        for i, m in enumerate(self.milestones): check_int(f'milestones[{i}]', m, 1, max(1, self.epochs))
+        if list(self.milestones) != sorted(set(self.milestones)): raise BadValueError(f"milestones={list(self.milestones)} must increase, each epoch once")
+        if self.schedule == 'multistep' and not self.milestones: raise BadValueError("schedule='multistep' needs milestones (epochs at which the lr drops)")
 
 OPTIMIZERS, SCHEDULES = Registry('optimizer'), Registry('schedule')  # 'sgld' is registered by the privacy chapter (03)
 
@@ -404,10 +408,8 @@ def check_positions(positions, # training positions (None: all)
                     name:str='positions') -> np.ndarray:
     "Validate training positions: integers in [0, n) (no wrap-around of negative ones), unique, not empty."
     if positions is None: return np.arange(n)
-    p = np.asarray(positions)
-    if p.size == 0: raise BadIndicesError(f"{name} is empty; train on at least one example")
-    if not np.issubdtype(p.dtype, np.integer): raise BadIndicesError(f"{name} must be integers, got dtype {p.dtype}")
-    p = p.astype(np.int64).ravel()
+    if np.asarray(positions).size == 0: raise BadIndicesError(f"{name} is empty; train on at least one example")
+    p = integer_positions(positions, name)  # 1.7, 2.0 and True are refused, not truncated or read as 1
     bad = p[(p < 0) | (p >= n)]
     if bad.size: raise BadIndicesError(f"{name} holds {int(bad[0])}, outside [0, {n}); negative positions do not wrap around")
     if np.unique(p).size != p.size: raise BadIndicesError(f"{name} has duplicates; each training example appears at most once")
@@ -418,6 +420,17 @@ def _fit_key(data, model_cfg, recipe, seed, pos) -> dict:
                 positions=content_hash(pos), n=len(pos))
 
 def _state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
+def _not_finite(state:dict) -> list:
+    "Names of the floating-point parameters and buffers of a state dict that hold a NaN or an infinity."
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+def _usable_model(art):
+    "`Cache.get`'s check of a stored `fit` artifact: a diverged model (say a BatchNorm variance of inf) is not a result."
+    sd = art.get('state_dict') if isinstance(art, dict) else None
+    if not isinstance(sd, dict): raise CorruptArtifactError("holds no state_dict; it is not a trained model")
+    bad = _not_finite(sd)
+    if bad: raise CorruptArtifactError(f"holds a diverged model: {bad[0]} is not finite ({len(bad)} of {len(sd)} tensors are not)")
 
 def check_not_collapsed(probs:torch.Tensor, # N x C eval-mode outputs on the training data
                         desc:str='train'): # what trained, for the message
@@ -449,8 +462,10 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         m, h = train(model, sub, recipe, seed=seed, desc=desc, on_step=[r.on_step for r in recs.values()],
                      on_epoch=[r.on_epoch for r in recs.values()])
         check_not_collapsed(predict(m, sub)['probs'], desc)  # never cache a collapsed model as a result
-        return dict(state_dict=_state(m), history=h, seconds=time.perf_counter() - t0, records={n: r.result() for n, r in recs.items()})
-    art = cache.get(kind, cfg, compute) if cache else compute()
+        st = _state(m); bad = _not_finite(st)
+        if bad: raise FloatingPointError(f"{desc}: {bad[0]} became non-finite; lower the learning rate")
+        return dict(state_dict=st, history=h, seconds=time.perf_counter() - t0, records={n: r.result() for n, r in recs.items()})
+    art = cache.get(kind, cfg, compute, check=_usable_model) if cache else compute()
     model.load_state_dict(art['state_dict']); model.to(get_device())
     return model, dict(history=art['history'], records=art.get('records', {}), seconds=float(art.get('seconds', float('nan'))), positions=pos)
 
@@ -582,7 +597,7 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     if client is not None: _trim_warning(client); return client, []
     addr = os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')
     if addr: c = Client(addr); _trim_warning(c); return c, [c]
-    env = {'UNLEARNREPRO_THREADS': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'UNLEARNREPRO_QUIET': '1'}
+    env = {'UNLEARNREPRO_THREADS': '1', 'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'UNLEARNREPRO_QUIET': '1'}
     for k in ('UNLEARNREPRO_CACHE', 'UNLEARNREPRO_DATA', 'UNLEARNREPRO_DOWNLOAD', 'UNLEARNREPRO_DEVICE'):
         if os.environ.get(k): env[k] = os.environ[k]
     n = check_int('workers', workers, 1) if workers is not None else (os.cpu_count() or 1)
