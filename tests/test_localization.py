@@ -214,3 +214,22 @@ def test_del_scored_on_train_and_weight_criterion(setup):
     assert t.meta['options']['data']['n'] == len(dig.train)
     w = scores(model, forget, 'weight')
     assert torch.equal(w['0.weight'], model[0].weight.detach().abs())
+
+
+@pytest.mark.parametrize('name', ['random', 'critmem'])
+@pytest.mark.parametrize('seed', [1.5, -1, True, '1', None])
+def test_seeded_localizers_refuse_bad_seeds(setup, name, seed):
+    "A seed is a non-negative integer (1.5 is not seed 1, True is not seed 1): refused before any work, directly or through the cache."
+    dig, model, forget, U = setup
+    with pytest.raises(BadValueError, match=f"seed={seed!r} is not allowed"): localize(name, model, forget, 0.2, seed=seed)
+    with pytest.raises(BadValueError, match=f"seed={seed!r} is not allowed"): LOCALIZERS[name](model, forget, 0.2, seed=seed)
+    c = Cache(tempfile.mkdtemp())
+    with pytest.raises(BadValueError, match=f"seed={seed!r} is not allowed"): cached_localize(name, model, forget, 0.2, c, {'m': 1}, seed=seed)
+    assert c.misses == 0 and c.hits == 0
+
+
+def test_numpy_seed_is_a_seed(setup):
+    import numpy as np
+    dig, model, forget, U = setup
+    a, b = localize('random', model, forget, 0.2, seed=np.int64(3)), localize('random', model, forget, 0.2, seed=3)
+    assert content_hash(a.masks) == content_hash(b.masks)

@@ -70,3 +70,15 @@ def test_committed_cpu_results_are_complete():
     assert set(runs.variant) >= {'RUM^F', 'vanilla', 'shuffle', 'original'} and runs[runs.group == 'sequential'].step.max() == 5
     assert runs[['tow', 'tow_mia']].apply(lambda c: c.between(0, 1)).all().all()
     assert (ROOT/'nbs'/'hparams'/'rum_cpu.yaml').stat().st_size > 0
+
+@pytest.mark.parametrize('sizes, seed', [((20, 20, 20), 0), ((200, 200, 200), 2), ((7, 5, 9), 1), ((1000, 1000, 1000), 100)])
+def test_shuffle_strata_is_the_notebooks_draw(sizes, seed):
+    "`shuffle_strata(sts, 3, seed)` gives the chunks the notebook drew inline (np.random.default_rng([seed, 7]), array_split in 3, sorted)."
+    import numpy as np
+    from unlearnrepro.unlearning import shuffle_strata
+    rng = np.random.default_rng(seed + 1000)
+    pool = rng.permutation(50_000)[:sum(sizes)]
+    sts = [np.sort(pool[a:a + n]).tolist() for a, n in zip(np.cumsum((0,) + sizes[:-1]), sizes)]  # disjoint, sorted, like refine's strata
+    perm = np.random.default_rng([seed, 7]).permutation(np.concatenate(sts))  # the notebook's former inline code
+    inline = [np.sort(c).tolist() for c in np.array_split(perm, 3)]
+    assert [c.tolist() for c in shuffle_strata(sts, 3, seed)] == inline

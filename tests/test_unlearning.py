@@ -1,5 +1,6 @@
 "Tests of the unlearning chapter: every unlearner on the tiny preset, masks, divergence, the oracle, bad input."
-import math, warnings, copy
+import math, re, warnings, copy
+from dataclasses import asdict
 import numpy as np
 import pytest
 import torch, torch.nn as nn
@@ -211,3 +212,196 @@ def test_collapsed_model_is_marked(setup):
     assert c.collapsed and any('collapsed' in n for n in c.notes)
     _, ok = unlearn('finetune', s['original'], s['retain'], s['forget'], epochs=1)
     assert not ok.collapsed
+
+
+NAN, INF = float('nan'), float('inf')
+BAD_HP = [  # (unlearner, hyperparameters, the message must contain)
+    ('finetune', dict(weight_decay=NAN), "unlearner 'finetune': weight_decay=nan is not allowed: it must be a finite number in [0, inf)"),
+    ('finetune', dict(weight_decay=INF), "unlearner 'finetune': weight_decay=inf is not allowed: it must be a finite number in [0, inf)"),
+    ('finetune', dict(weight_decay='0.1'), "unlearner 'finetune': weight_decay='0.1' is not allowed: it must be a finite number in [0, inf)"),
+    ('finetune', dict(freeze_bn_stats='False'), "unlearner 'finetune': freeze_bn_stats='False' is not allowed: it must be True or False"),
+    ('finetune', dict(freeze_bn_stats=1), "freeze_bn_stats=1 is not allowed: it must be True or False"),
+    ('finetune', dict(epochs=5.0), "unlearner 'finetune': epochs=5.0 is not allowed: it must be an integer in [0, inf)"),
+    ('finetune', dict(epochs=-1), "epochs=-1 is not allowed: it must be an integer in [0, inf)"),
+    ('finetune', dict(batch_size=True), "batch_size=True is not allowed: it must be an integer in [1, inf)"),
+    ('finetune', dict(lr=0.0), "lr=0.0 is not allowed: it must be a finite number in (0, inf)"),
+    ('finetune', dict(lr=NAN), "lr=nan is not allowed: it must be a finite number in (0, inf)"),
+    ('finetune', dict(momentum=1), "momentum=1 is not allowed: it must be a finite number in [0, 1)"),
+    ('finetune', dict(final_lr_frac=1.5), "final_lr_frac=1.5 is not allowed: it must be a finite number in (0, 1]"),
+    ('finetune', dict(lr_decay=INF), "lr_decay=inf is not allowed: it must be a finite number in (0, 1]"),
+    ('finetune', dict(milestones=[3, 0]), "milestones[1]=0 is not allowed: it must be an integer in [1, inf)"),
+    ('finetune', dict(optimizer=1), "unlearner 'finetune': optimizer=1 is not allowed: it must be a string"),
+    ('finetune', dict(schedule='linear'), "unknown schedule 'linear'; choose one of: constant, cosine, multistep"),
+    ('iu', dict(n_samples=1.5), "unlearner 'iu': n_samples=1.5 is not allowed: it must be an integer in [1, inf)"),
+    ('iu', dict(step_scale=NAN), "unlearner 'iu': step_scale=nan is not allowed: it must be a finite number in (0, inf)"),
+    ('iu', dict(step_scale=-1), "unlearner 'iu': step_scale=-1 is not allowed: it must be a finite number in (0, inf)"),
+    ('iu', dict(damping=INF), "unlearner 'iu': damping=inf is not allowed: it must be a finite number in (0, inf)"),
+    ('ssd', dict(lam=INF), "unlearner 'ssd': lam=inf is not allowed: it must be a finite number in (0, inf)"),
+    ('ssd', dict(batch_size=0), "unlearner 'ssd': batch_size=0 is not allowed: it must be an integer in [1, inf)"),
+    ('l1_sparse', dict(l1_coef=NAN), "unlearner 'l1_sparse': l1_coef=nan is not allowed: it must be a finite number in [0, inf)"),
+    ('scrub', dict(kl_weight=NAN), "unlearner 'scrub': kl_weight=nan is not allowed: it must be a finite number in [0, inf)"),
+    ('scrub', dict(kl_weight=-1), "unlearner 'scrub': kl_weight=-1 is not allowed: it must be a finite number in [0, inf)"),
+    ('scrub', dict(temperature=INF), "unlearner 'scrub': temperature=inf is not allowed: it must be a finite number in (0, inf)"),
+    ('scrub', dict(msteps=2.0), "unlearner 'scrub': msteps=2.0 is not allowed: it must be an integer in [0, inf)"),
+    ('scrub', dict(epochs=2, msteps=3), "unlearner 'scrub': msteps=3 is not allowed: it must be an integer in [0, epochs=2]"),
+    ('neggrad_plus', dict(forget_batch_size=1.5), "unlearner 'neggrad_plus': forget_batch_size=1.5 is not allowed: it must be an integer in [1, inf)"),
+    ('neggrad_plus', dict(retain_weight=NAN), "unlearner 'neggrad_plus': retain_weight=nan is not allowed: it must be a finite number in [0, 1]"),
+    ('sgld_finetune', dict(sigma=INF), "unlearner 'sgld_finetune': sigma=inf is not allowed: it must be a finite number in [0, inf)"),
+    ('salun', dict(budget=1.5), "unlearner 'salun': budget=1.5 is not allowed: it must be a finite number in (0, 1]"),
+    ('del', dict(localizer_kw=[]), "unlearner 'del': localizer_kw=[] is not allowed: it must be a dict"),
+    ('rft', dict(head=0), "unlearner 'rft': head=0 is not allowed: it must be a string"),
+    ('rum', dict(retain_mode='loose'), "unlearner 'rum': retain_mode='loose' is not allowed: it must be one of 'progressive', 'strict'"),
+    ('rum', dict(strata=[[1]], unlearners=['finetune'], hps=[dict(lr=NAN)]), "unlearner 'finetune': lr=nan is not allowed"),
+]
+
+@pytest.mark.parametrize('name, hp, msg', BAD_HP, ids=[f"{n}-{','.join(f'{k}={v!r}' for k, v in hp.items())}" for n, hp, _ in BAD_HP])
+def test_bad_hyperparameter_values(name, hp, msg):
+    with pytest.raises(UnlearnReproError) as e: make_hp(name, **hp)
+    assert msg in str(e.value), str(e.value)
+
+
+def test_bad_values_fail_before_any_work(setup):
+    "A bad hyperparameter or seed is refused first: before the data are checked or the model is touched (None here)."
+    s = setup
+    with pytest.raises(BadValueError, match="unlearner 'finetune': weight_decay=nan is not allowed"):
+        unlearn('finetune', None, s['retain'], s['forget'], weight_decay=NAN)
+    for bad in (1.5, -1, True, '0', None):
+        with pytest.raises(BadValueError, match=re.escape(f"seed={bad!r} is not allowed")):
+            unlearn('finetune', None, None, None, seed=bad)
+    m, _ = unlearn('finetune', s['original'], s['retain'], s['forget'], seed=np.int64(0), epochs=1)  # a numpy integer is a seed
+
+
+def test_hyperparameters_from_yaml_optuna_and_numpy():
+    "Values as YAML, Optuna and numpy give them still build, unchanged; an integer-valued float for an int field does not."
+    import yaml
+    plain = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # YAML has lists, no tuples
+    for name in UNLEARNERS.names():
+        if name == 'rum': continue
+        d = plain(hp_defaults(name))
+        assert plain(asdict(make_hp(name, **yaml.safe_load(yaml.safe_dump(d))))) == d  # the defaults survive a YAML round trip
+        space = search_space(name) if hasattr(make_hp(name), 'space') else {}
+        if 'epochs' in space:
+            lo, hi, log = space['epochs']
+            assert isinstance(lo, int) and isinstance(hi, int) and not log  # Optuna's suggest_int: integers
+    h = make_hp('scrub', epochs=np.int64(3), msteps=np.int32(1), lr=1, temperature=np.float32(2.0), milestones=[2], freeze_bn_stats=np.bool_(False))
+    assert (h.epochs, h.msteps, h.lr, h.milestones) == (3, 1, 1, [2]) and h.recipe().milestones == (2,)
+    assert make_hp('ssd', threshold=16, lam=np.float64(1.5)).threshold == 16
+    assert make_hp('retrain', epochs=0).epochs == 0  # retrain's bare fresh init (see test_retrain_reinitialises)
+    with pytest.raises(BadValueError, match='epochs=5.0 is not allowed: it must be an integer'): make_hp('finetune', epochs=5.0)
+    with pytest.raises(BadValueError, match=r"TrainHP: lr=inf is not allowed"): TrainHP(lr=INF)
+
+
+def _bn_overflow(model, at=3):
+    "A copy of `model` whose first BatchNorm input is multiplied by 1e30 in forward pass `at` (once): the running variance overflows, the loss stays finite."
+    m, calls = copy.deepcopy(model), [0]
+    def hook(mod, inp):
+        calls[0] += 1
+        if calls[0] == at: return (inp[0] * 1e30,)
+    next(x for x in m.modules() if isinstance(x, nn.BatchNorm2d)).register_forward_pre_hook(hook)
+    return m
+
+
+def _finite_state(m):
+    return all(bool(torch.isfinite(v).all()) for v in m.state_dict().values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize('stop', [None, 2])
+def test_nonfinite_batchnorm_statistics_are_restored(setup, stop):
+    "BatchNorm statistics that overflow during unlearning: the last finite state comes back, the cost says diverged (at the epoch end, or after a monitor stop)."
+    s = setup
+    def stop_at(st):
+        if st.step >= stop: raise StopTraining
+    on_step = None if stop is None else stop_at
+    with pytest.warns(UserWarning, match='restored the last weights'):
+        m, c = unlearn('finetune', _bn_overflow(s['original']), s['retain'], s['forget'], epochs=1, on_step=on_step)
+    assert c.diverged and c.stopped_early
+    assert any(('1.running_var' in n if stop is None else 'BatchNorm statistics became non-finite' in n) for n in c.notes), c.notes
+    if stop is not None: assert c.steps == stop
+    assert _finite_state(m)
+    assert np.isfinite(predict(m, s['forget'])['logits'].numpy()).all()
+
+
+def test_neggrad_divergence_restores_finite_statistics(setup):
+    "A diverging NegGrad overflows BatchNorm statistics before the loss turns nan: no non-finite buffer comes back either."
+    s = setup
+    with pytest.warns(UserWarning, match='restored the last weights'):
+        m, c = unlearn('neggrad', s['original'], s['retain'], s['forget'], lr=1e6, epochs=20)
+    assert c.diverged and _finite_state(m)
+
+
+def _strata(s):
+    loss = predict(s['original'], s['forget'])['loss'].numpy()
+    return [s['forget'].idx[p].tolist() for p in refine(loss)]
+
+
+def test_rum_progressive_retain_never_holds_forget_outside_strata(setup, monkeypatch):
+    "Progressive retain sets: D_r plus the strata still to come; examples of S in no stratum are never trained on."
+    s = setup; strata = _strata(s)
+    half = [st[:len(st) // 2] for st in strata]  # S is not covered: the other halves are asked to be forgotten too
+    outside = set(s['forget'].idx.tolist()) - set(sum(half, []))
+    seen, real = [], U.unlearn
+    def spy(name, model, retain, forget, **kw):
+        if name != 'rum': seen.append((set(retain.idx.tolist()), set(forget.idx.tolist())))
+        return real(name, model, retain, forget, **kw)
+    monkeypatch.setattr(U, 'unlearn', spy)
+    for mode in ('progressive', 'strict'):
+        seen.clear()
+        _, c = spy('rum', s['original'], s['retain'], s['forget'], strata=half, unlearners=['finetune'], hps=[dict(epochs=1)], retain_mode=mode)
+        r_idx = set(s['retain'].idx.tolist())
+        for i, (r, f) in enumerate(seen):
+            assert f == set(half[i]) and not (r & outside)
+            assert r == (r_idx | set(sum(half[i + 1:], [])) if mode == 'progressive' else r_idx)
+        n = len(s['retain'])
+        assert [st['n_retain'] for st in c.info['steps']] == ([n + len(half[1]) + len(half[2]), n + len(half[2]), n] if mode == 'progressive' else [n] * 3)
+
+
+def test_rum_covering_strata_unchanged_and_vanilla(setup):
+    "Strata that cover S (RUM's experiments): each step retains D minus what is unlearned so far, as before; vanilla = one stratum."
+    s = setup; strata = _strata(s); original, retain, forget = s['original'], s['retain'], s['forget']
+    assert sum(map(len, strata)) == len(forget)
+    m, c = unlearn('rum', original, retain, forget, strata=strata, unlearners=['finetune'], hps=[dict(epochs=1)])
+    ref, done = original, []
+    for i, st in enumerate(strata):
+        done += st
+        r_i = U._join(retain, forget.subset(np.flatnonzero(~np.isin(forget.idx.numpy(), done))))  # the former construction
+        ref, _ = unlearn('finetune', ref, r_i, U._select(forget, st), seed=i, epochs=1)
+    assert all(torch.equal(p, q) for p, q in zip(m.state_dict().values(), ref.state_dict().values()))
+    van, _ = unlearn('neggrad_plus', original, retain, forget, seed=2, epochs=1)
+    one, _ = unlearn('rum', original, retain, forget, seed=2, strata=[forget.idx.tolist()], unlearners=['neggrad_plus'], hps=[dict(epochs=1)])
+    assert all(torch.equal(p, q) for p, q in zip(van.state_dict().values(), one.state_dict().values()))
+
+
+def test_shuffle_strata():
+    sts = [[5, 9, 30], [1, 2, 7], [11, 12, 40, 41]]
+    ch = shuffle_strata(sts, 3, seed=0)
+    assert sorted(np.concatenate(ch).tolist()) == sorted(sum(sts, [])) and [len(c) for c in ch] == [4, 3, 3]
+    assert all((np.diff(c) > 0).all() for c in ch)  # each chunk sorted
+    assert [c.tolist() for c in shuffle_strata(sts, 3, seed=0)] == [c.tolist() for c in ch]  # seeded
+    assert [c.tolist() for c in shuffle_strata(np.concatenate(sts), 3, seed=0)] == [c.tolist() for c in ch]  # a flat list: the same
+    assert any(shuffle_strata(sts, 3, seed=s)[0].tolist() != ch[0].tolist() for s in (1, 2, 3))
+    assert len(shuffle_strata(sts, 1)) == 1 and [len(c) for c in shuffle_strata(sts, 10)] == [1] * 10
+    for args, kw, msg in [((sts, 0), {}, 'k=0 is not allowed: it must be an integer in [1, 10]'), ((sts, 11), {}, 'k=11 is not allowed'),
+                          ((sts, 2.0), {}, 'k=2.0 is not allowed'), ((sts,), dict(seed=1.5), 'seed=1.5 is not allowed'),
+                          (([[1, 2], [2]],), {}, 'idx 2 appears 2 times; strata must be disjoint'),
+                          (([[1, 2], [0.5]],), {}, 'strata[1]=[0.5] is not allowed: it must be a 1-d list of integer idx values'),
+                          (([[[1, 2]], [3]],), {}, 'strata[0]=[[1, 2]] is not allowed'), (([],), {}, 'hold no idx value')]:
+        with pytest.raises(UnlearnReproError, match=re.escape(msg)): shuffle_strata(*args, **kw)
+
+
+def test_refine_and_strata_errors(setup):
+    "Refinement and strata errors name the value and what is allowed."
+    sc = np.arange(9.0)
+    for args, kw, msg in [((np.arange(2.0),), {}, '2 examples cannot make 3 strata of at least 1 example(s): n_strata x size must be at most the number of scores'),
+                          ((sc,), dict(size=4), '9 examples cannot make 3 strata of 4 example(s)'),
+                          (([0.1, NAN, 0.3],), {}, 'scores[1]=nan is not allowed: every score must be a finite number'),
+                          ((np.zeros((2, 3)),), {}, 'scores of shape (2, 3) are not allowed: they must be a 1-d array'),
+                          ((['a', 'b', 'c'],), {}, "scores=['a', 'b', 'c'] is not allowed"),
+                          ((sc,), dict(centre='mean'), "centre='mean' is not allowed: it must be 'median' or a finite number"),
+                          ((sc,), dict(n_strata=1.5), 'n_strata=1.5 is not allowed: it must be an integer in [1, inf]'),
+                          ((sc,), dict(seed=-1), 'seed=-1 is not allowed')]:
+        with pytest.raises(BadValueError, match=re.escape(msg)): refine(*args, **kw)
+    s = setup; strata = _strata(s); o, r, f = s['original'], s['retain'], s['forget']
+    for st, msg in [([strata[0], strata[0][:1]], f'strata overlap: idx {strata[0][0]} is in stratum 1 and an earlier one; strata must be disjoint'),
+                    ([strata[0], []], 'stratum 1 is empty; every stratum needs at least one forget-set idx'),
+                    ([[10**6]], 'stratum 0 holds idx 1000000, which is not in the forget set; strata hold forget-set idx values only')]:
+        with pytest.raises(BadIndicesError, match=re.escape(msg)): unlearn('rum', o, r, f, strata=st, unlearners=['finetune'])

@@ -211,9 +211,10 @@ def _plain_options(kw:dict) -> dict:
         return v if _is_plain(v) else repr(v)
     return {k: conv(v) for k, v in kw.items()}
 
-def _check_inputs(name, model, forget, budget):
+def _check_inputs(name, model, forget, budget, kw:dict|None=None):
     LOCALIZERS[name]
     budget = check_fraction('budget', budget)
+    if 'seed' in (kw or {}): check_seed(kw['seed'])  # every seeded localizer (random, critmem): a non-negative integer
     if not isinstance(forget, TensorData): raise BadValueError(f"forget must be a TensorData, got {type(forget).__name__}")
     if len(forget) == 0: raise BadIndicesError("the forget set is empty; localization needs at least one example")
     if not isinstance(model, nn.Module): raise BadValueError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -225,7 +226,7 @@ def localize(name:str, # a name in LOCALIZERS: deepest, shallowest, salloc, del,
              budget:float, # fraction of all parameters to select, in (0, 1]
              **kw) -> Mask: # the localizer's options
     "Select at most `budget` of `model`'s parameters with localizer `name`; the mask's meta says how."
-    budget = _check_inputs(name, model, forget, budget)
+    budget = _check_inputs(name, model, forget, budget, kw)
     m = LOCALIZERS[name](model, forget, budget, **kw)
     m.meta.update(localizer=name, budget=budget, achieved=m.budget, options=_plain_options(kw), forget=data_key(forget))
     return m
@@ -361,6 +362,7 @@ def critmem(model:nn.Module, forget:TensorData, budget:float,
             attach_1d:bool=True): # attach 1-d parameters to their channel
     "Union over forget examples of the fewest top-|w x g| units whose zeroing flips the example's prediction."
     if not (isinstance(max_iters, int) and max_iters >= 1): raise BadValueError(f"max_iters={max_iters!r} must be a positive integer")
+    check_seed(seed)
     U = Units(model, attach_1d); cap = budget * U.n_total
     work = copy.deepcopy(model).eval(); dev = next(work.parameters()).device
     params = dict(work.named_parameters()); names = [n for n, p in params.items() if p.requires_grad]
@@ -400,6 +402,7 @@ def random_mask(model:nn.Module, forget:TensorData, budget:float,
                 granularity:str|None=None, # 'channel' (units) or 'parameter' (entries); None: `like`'s, else 'channel'
                 attach_1d:bool=True): # attach 1-d parameters to their channel
     "Random units (or entries), matching `like` per layer when given, else up to the budget."
+    check_seed(seed)
     granularity = granularity or (like.meta.get('granularity') if like is not None else None) or 'channel'
     GRANULARITIES[granularity]
     g, U = make_generator(seed), Units(model, attach_1d)
@@ -433,7 +436,7 @@ def cached_localize(name:str, # a name in LOCALIZERS
                     model_key:dict, # identifies the model (e.g. its training config); part of the cache key
                     **kw) -> Mask: # the localizer's options
     "`localize`, with the mask stored in / loaded from `cache` under its full config."
-    budget = _check_inputs(name, model, forget, budget)
+    budget = _check_inputs(name, model, forget, budget, kw)
     if not isinstance(model_key, dict) or not model_key: raise BadValueError(f"model_key={model_key!r} must be a non-empty dict identifying the model")
     cfg = dict(localizer=name, budget=budget, options=_plain_options(kw), model=model_key, forget=data_key(forget))
     if cache is None: return localize(name, model, forget, budget, **kw)
