@@ -186,7 +186,8 @@ def test_kill_stops_the_kernel(tmp_path):
     n = len(list((tmp_path/'c').rglob('*'))); time.sleep(3)
     assert len(list((tmp_path/'c').rglob('*'))) == n  # nothing keeps writing
 
-@pytest.mark.parametrize('param, named', [('sigmas=[-0.1]', 'sigmas[0]=-0.1'), ('m=100000', 'm=100000 asks for 5 forget sets')])
+@pytest.mark.parametrize('param, named', [('sigmas=[-0.1]', 'sigmas[0]=-0.1'), ('m=100000', 'm=100000 asks for 5 forget sets'),
+                                          ('eval_every=100000', 'eval_every=100000 is more than the')])
 def test_privacy_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
     r = _cli('reproduce', '--only', 'privacy', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
     assert r.returncode == 1 and '12_privacy.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
