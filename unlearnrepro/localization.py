@@ -402,7 +402,6 @@ def random_mask(model:nn.Module, forget:TensorData, budget:float,
                 granularity:str|None=None, # 'channel' (units) or 'parameter' (entries); None: `like`'s, else 'channel'
                 attach_1d:bool=True): # attach 1-d parameters to their channel
     "Random units (or entries), matching `like` per layer when given, else up to the budget."
-    check_seed(seed)
     granularity = granularity or (like.meta.get('granularity') if like is not None else None) or 'channel'
     GRANULARITIES[granularity]
     g, U = make_generator(seed), Units(model, attach_1d)

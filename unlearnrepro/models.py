@@ -597,7 +597,7 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     if client is not None: _trim_warning(client); return client, []
     addr = os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')
     if addr: c = Client(addr); _trim_warning(c); return c, [c]
-    env = {'UNLEARNREPRO_THREADS': '1', 'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'UNLEARNREPRO_QUIET': '1'}
+    env = {'UNLEARNREPRO_THREADS': '1', **dict.fromkeys(THREAD_VARS, '1'), 'UNLEARNREPRO_QUIET': '1'}
     for k in ('UNLEARNREPRO_CACHE', 'UNLEARNREPRO_DATA', 'UNLEARNREPRO_DOWNLOAD', 'UNLEARNREPRO_DEVICE'):
         if os.environ.get(k): env[k] = os.environ[k]
     n = check_int('workers', workers, 1) if workers is not None else (os.cpu_count() or 1)
