@@ -438,10 +438,11 @@ def figures_dir(preset:str, # preset name (sub-folder)
 def save_table(df, # a pandas DataFrame
                path:str|Path, # file name without extension
                floatfmt:str='.4f'): # number format of the markdown copy
-    "Write `df` as `<path>.csv` and `<path>.md` (atomic writes)."
+    "Write `df` as `<path>.csv` and `<path>.md` (atomic writes); returns `df`, so a notebook cell can end with it and show it."
     path = Path(path)
     _atomic_write(path.with_suffix('.csv'), lambda t: df.to_csv(t, index=False))
-    return path.with_suffix('.csv'), save_text(path.with_suffix('.md'), df.to_markdown(index=False, floatfmt=floatfmt) + '\n')
+    save_text(path.with_suffix('.md'), df.to_markdown(index=False, floatfmt=floatfmt) + '\n')
+    return df
 
 def save_text(path:str|Path, # file to (re)write
               text:str): # its whole new content
