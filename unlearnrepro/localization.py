@@ -361,7 +361,8 @@ def critmem(model:nn.Module, forget:TensorData, budget:float,
             seed:int=0, # seed of the example order / subset
             attach_1d:bool=True): # attach 1-d parameters to their channel
     "Union over forget examples of the fewest top-|w x g| units whose zeroing flips the example's prediction."
-    if not (isinstance(max_iters, int) and max_iters >= 1): raise BadValueError(f"max_iters={max_iters!r} must be a positive integer")
+    max_iters = check_int('max_iters', max_iters, 1)  # True or 2.0 are refused, not read as 1 or 2
+    if max_examples is not None: max_examples = check_int('max_examples', max_examples, 1)
     check_seed(seed)
     U = Units(model, attach_1d); cap = budget * U.n_total
     work = copy.deepcopy(model).eval(); dev = next(work.parameters()).device
