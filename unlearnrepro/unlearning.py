@@ -780,15 +780,18 @@ def _rum(model, retain, forget, mask, seed, hp, cost):
     if not hp.strata: raise BadValueError("rum needs strata: lists of forget-set idx values (see `refine`)")
     _check_strata(hp.strata, forget.idx.cpu().numpy())
     fidx = forget.idx.cpu().numpy()
+    mon = _MONITOR.get()  # the caller's on_step sees every step's updates, counted across strata; a stop ends RUM there
     for i, (st, name, h) in enumerate(zip(hp.strata, hp.unlearners, hp.hps)):
         f_i = _select(forget, st)
         if name is None: cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=None)); continue
         later = [int(v) for s_j in hp.strata[i + 1:] for v in s_j]  # progressive: only strata still to come are retained, never S outside the strata
         r_i = retain if hp.retain_mode == 'strict' else _join(retain, forget.subset(np.flatnonzero(np.isin(fidx, np.asarray(later, dtype=np.int64)))))
-        model, c = unlearn(name, model, r_i, f_i, mask=mask, seed=seed + i, **h)
+        inner = None if mon is None else (lambda s, done=cost.steps: mon(replace(s, step=s.step + done)))
+        model, c = unlearn(name, model, r_i, f_i, mask=mask, seed=seed + i, on_step=inner, **h)
         cost += c
         cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=name, n_forget=len(f_i), n_retain=len(r_i), examples=c.examples))
         if c.diverged: cost.notes.append(f"rum: step {i} ({name}) diverged; later strata were unlearned from its restored weights")
+        if c.info.get('stopped_by') == 'on_step': cost.info['stopped_by'] = 'on_step'; break  # the caller's monitor stopped it
     return model
 
 # %% ../nbs/06_unlearning.ipynb #04106f07
