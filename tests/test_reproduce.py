@@ -59,7 +59,30 @@ DEL_FILES = ['fig2_strategies_rft.png', 'fig3_strategy_x_algorithm.png', 'fig3_s
              'table10_retain_gap.csv', 'table10_retain_gap.md', 'cost_vs_retrain.csv', 'cost_vs_retrain.md', 'claims.csv', 'claims.md',
              'tuning_trials.csv', 'oracle_reference.csv', 'oracle_reference_per_seed.csv', 'all_runs.csv']
 
-def _missing(d): return [f for f in DEL_FILES if not (d/f).exists() or (d/f).stat().st_size == 0]
+def _missing(d, files=DEL_FILES): return [f for f in files if not (d/f).exists() or (d/f).stat().st_size == 0]
+
+def _del_params(params=()):
+    "The DEL notebook's tiny defaults (its parameters cell) with `-p NAME=VALUE` overrides."
+    import ast
+    from unlearnrepro.reproduce import notebook_parameters
+    p = {k: ast.literal_eval(v) for k, v in notebook_parameters(ROOT/'nbs'/'11_del.ipynb').items() if k not in ('out_dir', 'cache_dir', 'hparams_file', 'passed')}
+    return p | {k: ast.literal_eval(v) for k, v in (x.split('=', 1) for x in params)}
+
+def _check_del_run(d, params=()):
+    "A DEL run wrote every figure and table its parameters call for, and its runs table holds every planned run once."
+    p = _del_params(params); rft, locs = 'rft' in p['unlearners'], set(p['localizers'])
+    files = ['fig3_strategy_x_algorithm.png', 'table8_9_mia_gaps.csv', 'table10_retain_gap.csv', 'cost_vs_retrain.csv', 'claims.csv', 'claims.md',
+             'all_runs.csv', 'oracle_reference.csv', 'oracle_reference_per_seed.csv'] + [f'table2_{k}.csv' for k in p['forget_kinds']]
+    files += ['fig2_strategies_rft.png'] * rft + ['table5_random_masks.csv'] * (rft and bool(locs & {'critmem', 'salloc', 'del'}))
+    files += ['table6_criterion_granularity.csv'] * (rft and 'del' in locs)
+    assert not _missing(d, files), _missing(d, files)
+    per_scenario = (len(p['full_methods']) + len(locs) * (rft * len(p['budgets']) + len(p['unlearners']) * len(p['fig3_budgets']))
+                    + rft * len({'critmem', 'salloc', 'del'} & locs) + rft * ('del' in locs) * 8)  # the random masks of Table 5, the 4 x 2 ablation
+    runs = pd.read_csv(d/'all_runs.csv')
+    assert len(runs) == len(p['forget_kinds']) * len(p['seeds']) * per_scenario, (len(runs), p)
+    keys = ['forget_kind', 'seed', 'group', 'unlearner', 'localizer', 'budget_asked'] + [c for c in ('mask', 'criterion', 'granularity') if c in runs]
+    assert not runs.duplicated(keys).any()  # no run twice
+    assert runs[['forget_acc', 'test_acc', 'mia_correctness']].notna().all().all()
 
 def test_del_tiny_writes_every_figure_and_table(tmp_path):
     # the shared artifact cache ($UNLEARNREPRO_CACHE) is used on purpose: after the notebook test this run only re-renders
@@ -68,6 +91,7 @@ def test_del_tiny_writes_every_figure_and_table(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     d = out/'tiny'/'del'
     assert not _missing(d), _missing(d)
+    _check_del_run(d)
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
     assert len(claims) >= 13 and set(claims['holds']) <= {'yes', 'no', 'n/a'}
     assert (out/'tiny'/'claims.md').exists() and 'DEL (Torkzadehmahani' in (out/'tiny'/'claims.md').read_text()  # gathered across papers
@@ -87,6 +111,7 @@ def test_committed_cpu_results_are_complete():
     assert not _missing(d), _missing(d)
     runs = pd.read_csv(d/'all_runs.csv')
     assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'iid', 'non_iid'}
+    _check_del_run(d, ['seeds=[0, 1, 2]'])  # the cpu row of the scale table changes no list but the seeds
     ref = pd.read_csv(d/'oracle_reference_per_seed.csv')
     assert (ref.original_train_acc >= 0.99).all()  # the cpu preset interpolates
     assert (d/'README.md').exists()
@@ -111,7 +136,7 @@ def test_del_valid_subsets_run_to_the_end(tmp_path, params):
     ps = [x for p in params for x in ('-p', p)]
     r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), *ps, '-p', f"hparams_file={tmp_path/'hp.yaml'}")
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
-    assert (tmp_path/'f'/'tiny'/'del'/'claims.csv').exists()
+    _check_del_run(tmp_path/'f'/'tiny'/'del', params)
 
 @pytest.mark.parametrize('exp, params', [('privacy', ["metrics=[]", "methods=[]", "rules=['forget_acc']"]),
                                          ('rum', ["unlearners=['finetune']", "refine_by=['confidence']", "seq_pairs=[]"])])
