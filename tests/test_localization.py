@@ -159,6 +159,9 @@ def test_critmem_flips_and_cap(setup):
         if st == 'over_budget': assert int(U.size[new].sum()) > 0.01 * U.n_total  # refused only when its units would exceed the budget
         else: kept = new
     assert torch.equal(U.from_mask(small), kept)  # the mask is the union of the accepted examples' units
+    none = localize('critmem', model, forget, 1e-6, max_examples=12)  # below one parameter: every example with units is refused
+    assert none.n_selected == 0 and any(none.meta['units'])
+    assert all(st == 'over_budget' for units, st in zip(none.meta['units'], none.meta['status']) if units)
     with pytest.raises(BadValueError, match='max_iters=0'): localize('critmem', model, forget, 0.1, max_iters=0)
     with pytest.raises(BadValueError, match='max_iters=True'): localize('critmem', model, forget, 0.1, max_iters=True)
     for bad in (0, 2.5, False):

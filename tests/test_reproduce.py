@@ -1,7 +1,7 @@
 "The `unlearnrepro` command end to end: papermill runs the quickstart at `tiny` and writes its figure and tables."
 import os, subprocess, sys, json, time, signal
 from pathlib import Path
-import pandas as pd, yaml
+import numpy as np, pandas as pd, yaml
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,8 @@ def _del_params(params=()):
     return p | {k: ast.literal_eval(v) for k, v in (x.split('=', 1) for x in params)}
 
 def _check_del_run(d, params=()):
-    "A DEL run wrote every figure and table its parameters call for, and its runs table holds every planned run once."
+    """A DEL run wrote every figure and table its parameters call for; its runs table holds every planned row once (the Reset +
+    Finetune runs Figures 2 and 3 share are listed under both); each random mask selects as many parameters as its structured mask."""
     p = _del_params(params); rft, locs = 'rft' in p['unlearners'], set(p['localizers'])
     files = ['fig3_strategy_x_algorithm.png', 'table8_9_mia_gaps.csv', 'table10_retain_gap.csv', 'cost_vs_retrain.csv', 'claims.csv', 'claims.md',
              'all_runs.csv', 'oracle_reference.csv', 'oracle_reference_per_seed.csv'] + [f'table2_{k}.csv' for k in p['forget_kinds']]
@@ -81,8 +82,13 @@ def _check_del_run(d, params=()):
     runs = pd.read_csv(d/'all_runs.csv')
     assert len(runs) == len(p['forget_kinds']) * len(p['seeds']) * per_scenario, (len(runs), p)
     keys = ['forget_kind', 'seed', 'group', 'unlearner', 'localizer', 'budget_asked'] + [c for c in ('mask', 'criterion', 'granularity') if c in runs]
-    assert not runs.duplicated(keys).any()  # no run twice
+    assert not runs.duplicated(keys).any()  # no row twice
     assert runs[['forget_acc', 'test_acc', 'mia_correctness']].notna().all().all()
+    rnd = runs[runs.group == 'random']
+    if len(rnd):  # Table 5: a structure-matched random mask has its structured mask's budget
+        std = runs[runs.group.isin(['fig2', 'fig3']) & (runs.unlearner == 'rft') & (runs.budget_asked == max(p['fig3_budgets']))]
+        both = rnd.merge(std.drop_duplicates(['forget_kind', 'seed', 'localizer']), on=['forget_kind', 'seed', 'localizer'], suffixes=('', '_std'))
+        assert len(both) == len(rnd) and np.allclose(both.budget, both.budget_std), both[['localizer', 'budget', 'budget_std']]
 
 def test_del_tiny_writes_every_figure_and_table(tmp_path):
     # the shared artifact cache ($UNLEARNREPRO_CACHE) is used on purpose: after the notebook test this run only re-renders
