@@ -462,8 +462,7 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
     chosen = _read_yaml(hp_file)
     if tune:
         if storage is None: raise BadValueError("tune_methods: tune=True needs `storage`, the SQLite file of the studies")
-        specs = list({canonical_json(j['spec']): j['spec'] for j in todo.values()}.values())
-        run_jobs(scenario_job, [dict(spec=sp) for sp in specs], workers, client=client, desc='tuning scenarios')  # built side by side, once
+        run_jobs(scenario_job, [dict(spec=j['spec']) for j in todo.values()], workers, client=client, desc='tuning scenarios')  # side by side; a shared one once
         name = study or (lambda key, j: f"{key}:{config_key('study', {k: v for k, v in j['spec'].items() if k != 'cache'})}")
         res = run_jobs(job, [dict(j, name=name(key, j), storage=str(storage), **common) for key, j in todo.items()], workers, client=client, desc='tuning')
         chosen.update({key: r['chosen'] for key, r in zip(todo, res)})
