@@ -336,6 +336,15 @@ def default_cache_dir() -> Path:
     "`$UNLEARNREPRO_CACHE`, else `~/.cache/unlearnrepro`."
     return Path(os.environ.get('UNLEARNREPRO_CACHE') or Path.home()/'.cache'/'unlearnrepro')
 
+def _usable_dir(root:Path) -> Path:
+    "`root` if it is, or can be made, a folder this process writes to (checked without creating anything); else an error naming it."
+    p = root.expanduser()
+    while not p.exists() and p != p.parent: p = p.parent  # the nearest existing folder: mkdir starts there
+    why = (f"{p} is a file, not a folder" if p.exists() and not p.is_dir() else
+           f"{p} is not writable by this process" if not os.access(p, os.W_OK | os.X_OK) else None)
+    if why: raise BadValueError(f"the cache folder {root} is not usable: {why}; set UNLEARNREPRO_CACHE (or pass root=) to a folder you can write")
+    return root
+
 class Cache:
     "Content-addressed store of expensive artifacts: key = hash of the full config; atomic writes; checked loads."
     def __init__(self, root:str|Path|None=None, # directory of the cache (default: `default_cache_dir()`)
@@ -343,7 +352,7 @@ class Cache:
                  verbose:bool=False): # print hits and misses
         if on_corrupt not in ('recompute', 'raise'):
             raise BadValueError(f"on_corrupt={on_corrupt!r} is not allowed; choose 'recompute' or 'raise'")
-        self.root, self.on_corrupt, self.verbose = Path(root or default_cache_dir()), on_corrupt, verbose
+        self.root, self.on_corrupt, self.verbose = _usable_dir(Path(root or default_cache_dir())), on_corrupt, verbose
         self.hits, self.misses = 0, 0
 
     def path(self, kind:str, config:dict, ext:str='.pt') -> Path:

@@ -26,7 +26,22 @@ class TensorData:
         if self.idx is None: self.idx = torch.arange(len(self.y))
         if not (len(self.x) == len(self.y) == len(self.idx)):
             raise BadValueError(f"x, y and idx differ in length: {len(self.x)}, {len(self.y)}, {len(self.idx)}")
+        if not self.x.is_floating_point(): raise BadValueError(f"x must hold floating-point inputs, got {self.x.dtype}")
+        if self.y.is_floating_point() or self.y.is_complex() or self.y.dtype == torch.bool or self.y.ndim != 1:
+            raise BadValueError(f"y must be a 1-d tensor of integer class labels, got {self.y.dtype} of shape {tuple(self.y.shape)}")
     def __len__(self): return len(self.y)
+    def check(self, name:str='the data', # what the examples are called in the message: 'the forget set', ...
+              n_classes:int|None=None): # labels must lie in [0, n_classes) (None: not checked)
+        "Raise a clear error for no examples, a non-finite input, a label outside the classes or an example held twice; returns `self`."
+        if len(self) == 0: raise BadIndicesError(f"{name} is empty; it needs at least one example")
+        bad = (~torch.isfinite(self.x)).flatten(1).any(1).nonzero().flatten()
+        if len(bad): raise BadValueError(f"{name} has {len(bad)} example(s) with a NaN or infinite input, the first at position {int(bad[0])} (idx {int(self.idx[bad[0]])}); drop or repair them before training")
+        if n_classes is not None:
+            out = ((self.y < 0) | (self.y >= n_classes)).nonzero().flatten()
+            if len(out): raise BadValueError(f"{name} has label {int(self.y[out[0]])} at position {int(out[0])} ({len(out)} such); labels must lie in [0, {n_classes}) for {n_classes} classes")
+        u, c = self.idx.unique(return_counts=True)
+        if (c > 1).any(): raise BadIndicesError(f"{name} holds example idx {int(u[c > 1][0])} {int(c[c > 1][0])} times ({int((c > 1).sum())} such); a set holds each example once")
+        return self
     def subset(self, indices): # positions (not idx values) to keep
         "The examples at `indices` (a tensor, array or list of positions)."
         i = torch.as_tensor(np.asarray(indices), dtype=torch.long).reshape(-1)
@@ -49,6 +64,13 @@ class DataBundle:
     val: TensorData|None = None # a validation split held out of the training data (`n_val`), or None
     noisy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64)) # training positions whose labels were flipped (`label_noise`)
     clean_y: torch.Tensor|None = None # the training labels before flipping (None: no label noise)
+    def __post_init__(self):
+        splits = [('train', self.train), ('test', self.test)] + ([('val', self.val)] if self.val is not None else [])
+        for nm, d in splits:
+            if not isinstance(d, TensorData): raise BadValueError(f"the {nm} split must be a TensorData, got {type(d).__name__}")
+            d.check(f"the {nm} split of {self.name}", self.n_classes)
+        if self.train.x.shape[1:] != self.test.x.shape[1:]:
+            raise BadValueError(f"the train and test splits differ in input shape: {tuple(self.train.x.shape[1:])} vs {tuple(self.test.x.shape[1:])}")
     def __repr__(self):
         extra = (f", val={len(self.val)}" if self.val is not None else '') + (f", {len(self.noisy)} flipped labels" if len(self.noisy) else '')
         return f"DataBundle({self.name}: train={len(self.train)}, test={len(self.test)}{extra}, {self.in_ch}x{self.img_size}x{self.img_size}, {self.n_classes} classes)"
@@ -192,12 +214,16 @@ def _fashion_mnist(root:str|None=None, # a folder with the four IDX files (plain
 # %% ../nbs/01_data.ipynb #60be99e6
 def _data_root(root): return Path(root or os.environ.get('UNLEARNREPRO_DATA') or default_cache_dir()/'data')
 
+_TV_FILES = {'CIFAR10': 'cifar-10-batches-py/', 'CIFAR100': 'cifar-100-python/', 'SVHN': 'train_32x32.mat and test_32x32.mat'}
+
 def _tv(cls, root, download, **kw):
-    "Instantiate a torchvision dataset, turning its errors into `DataNotFoundError`."
-    root = _data_root(root)
-    try: return cls(str(root), download=_download_allowed(download), **kw)
+    "Instantiate a torchvision dataset, turning its errors into `DataNotFoundError` that says where the files go."
+    root, dl = _data_root(root), _download_allowed(download)
+    try: return cls(str(root), download=dl, **kw)
     except RuntimeError as e:
-        raise DataNotFoundError(f"{cls.__name__} not found (or corrupt) in {root}; download={_download_allowed(download)}: {e}") from e
+        where = f"put {_TV_FILES.get(cls.__name__, 'its files')} in {root} (or point UNLEARNREPRO_DATA at the folder that holds them)"
+        raise DataNotFoundError(f"{cls.__name__} not found (or corrupt) in {root}; download={dl}: {e}. "
+                                f"{where.capitalize()}{'' if dl else ', or allow the download (unset UNLEARNREPRO_DOWNLOAD=0 or pass download=True)'}") from e
     except OSError as e:
         raise DataNotFoundError(f"{cls.__name__}: downloading into {root} failed: {e}") from e
 

@@ -471,8 +471,19 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
     return tuned_values(hp_file, todo, chosen)
 
 def _read_yaml(path:Path) -> dict:
+    "The chosen values in `path` ({} when it does not exist): method key -> {hyperparameter: value}; an error naming the file when damaged."
     import yaml
-    return (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if not path.exists(): return {}
+    try: d = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise BadValueError(f"the hyperparameter file {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0]}); repair it, or delete it and tune again") from None
+    if d is None: return {}
+    ok = lambda v: isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, list) and all(map(ok, v)))
+    if not isinstance(d, dict): raise BadValueError(f"the hyperparameter file {path} holds a {type(d).__name__}, not a mapping of method -> values; repair it, or delete it and tune again")
+    for k, hp in d.items():
+        if not isinstance(k, str) or not isinstance(hp, dict) or not all(isinstance(n, str) and ok(v) for n, v in hp.items()):
+            raise BadValueError(f"the hyperparameter file {path} has a bad entry {k!r}: {hp!r}; each method maps hyperparameter names to numbers, strings or lists (finite); repair it, or delete it and tune again")
+    return d
 
 def tuned_values(hp_file:str|Path, # YAML of chosen values
                  keys, # the method keys needed

@@ -216,8 +216,8 @@ def _check_inputs(name, model, forget, budget, kw:dict|None=None):
     budget = check_fraction('budget', budget)
     if 'seed' in (kw or {}): check_seed(kw['seed'])  # every seeded localizer (random, critmem): a non-negative integer
     if not isinstance(forget, TensorData): raise BadValueError(f"forget must be a TensorData, got {type(forget).__name__}")
-    if len(forget) == 0: raise BadIndicesError("the forget set is empty; localization needs at least one example")
     if not isinstance(model, nn.Module): raise BadValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_fits(model, forget, 'the forget set')
     return budget
 
 def localize(name:str, # a name in LOCALIZERS: deepest, shallowest, salloc, del, critmem, random, score

@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['MODELS', 'OPTIMIZERS', 'SCHEDULES', 'RECORDERS', 'create_model', 'model_for', 'n_params', 'BasicBlock', 'ResNetCifar',
-           'Recipe', 'lr_at', 'Step', 'StopTraining', 'train', 'predict', 'accuracy', 'eval_mode', 'per_example_grads',
-           'per_example_grad_norms', 'grad_sum', 'Recorder', 'create_recorder', 'epoch_list', 'LearningEvents',
-           'Checkpoints', 'GradNorms', 'make_recorders', 'check_positions', 'check_not_collapsed', 'fit',
-           'RunFailedError', 'ensemble_ok', 'dask_client', 'fit_many']
+           'Recipe', 'lr_at', 'Step', 'StopTraining', 'check_fits', 'train', 'predict', 'accuracy', 'eval_mode',
+           'per_example_grads', 'per_example_grad_norms', 'grad_sum', 'Recorder', 'create_recorder', 'epoch_list',
+           'LearningEvents', 'Checkpoints', 'GradNorms', 'make_recorders', 'check_positions', 'check_not_collapsed',
+           'fit', 'RunFailedError', 'ensemble_ok', 'dask_client', 'fit_many']
 
 # %% ../nbs/02_models.ipynb #d88b4263
-import os, math, time, copy, warnings
+import os, sys, math, time, copy, warnings
 from dataclasses import dataclass, asdict, field, replace
 from typing import Callable
 import numpy as np
@@ -180,6 +180,19 @@ def _batches(n, bs, g=None):
     order = torch.randperm(n, generator=g) if g is not None else torch.arange(n)
     return order.split(bs)
 
+def check_fits(model:nn.Module, # the model that will see the examples
+               data:TensorData, # the examples
+               name:str='the data'): # what they are called in the message: 'the forget set', ...
+    "`data.check` with the model's classes, after one eval-mode forward pass shows the model takes these inputs; returns `data`."
+    if len(data) == 0: data.check(name)  # raises: empty
+    p = next(model.parameters(), None); was = model.training; model.eval()
+    try:
+        with torch.no_grad(): out = model(data.x[:1].to(p.device if p is not None else 'cpu'))
+    except Exception as e:
+        raise BadValueError(f"{name} has inputs of shape {tuple(data.x.shape[1:])}, which the model ({type(model).__name__}) cannot take: {type(e).__name__}: {e}") from None
+    finally: model.train(was)
+    return data.check(name, out.shape[-1])
+
 def train(model:nn.Module, # model to train in place
           data:TensorData, # training examples
           recipe:Recipe, # epochs, lr, schedule, optimizer, ...
@@ -194,6 +207,7 @@ def train(model:nn.Module, # model to train in place
     "Train `model` on `data` with `recipe`; returns the model and a per-epoch history."
     seed = check_seed(seed)
     device = device or get_device(); model.to(device)
+    check_fits(model, data, f"the training data of {desc!r}")
     opt = OPTIMIZERS[recipe.optimizer](list(params if params is not None else model.parameters()), recipe, seed=seed)
     g, hist, steps = make_generator(seed), [], 0
     step_hooks, epoch_hooks = _hooks(on_step), _hooks(on_epoch)
@@ -589,12 +603,21 @@ def _trim_warning(c):
                            "about 2x slower there. Set distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null in the "
                            "workers' Dask config, or start them without a nanny")
 
+_GUARD_HINT = ("Dask starts its workers with Python's 'spawn' method, which imports the main script in each new process: "
+               "put the script's code under `if __name__ == '__main__':` (or run in one process: fit_many(backend='serial' or 'vmap'), run_jobs(workers=1))")
+
+def _spawn_bootstrap() -> bool:
+    "True while a spawned child process imports the parent's main script (so the script has no `__main__` guard)."
+    import multiprocessing as mp
+    return bool(getattr(mp.current_process(), '_inheriting', False))  # the flag multiprocessing's own check of this case reads
+
 def dask_client(client=None, # an existing dask.distributed Client (returned as is)
                 workers:int|None=None): # LocalCluster size (default: one worker per core)
     "The client to use and what to close afterwards: `client`, one for $UNLEARNREPRO_DASK_SCHEDULER, or a LocalCluster of one-thread workers."
     import dask
     from distributed import Client, LocalCluster
     if client is not None: _trim_warning(client); return client, []
+    if _spawn_bootstrap(): raise RuntimeError(f"a Dask worker process is starting and ran the main script again from the top. {_GUARD_HINT}")
     addr = os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')
     if addr: c = Client(addr); _trim_warning(c); return c, [c]
     env = {'UNLEARNREPRO_THREADS': '1', **dict.fromkeys(THREAD_VARS, '1'), 'UNLEARNREPRO_QUIET': '1'}
@@ -604,7 +627,8 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     # Dask's nanny starts its workers (and sets in this process) MALLOC_TRIM_THRESHOLD_=65536; any fixed threshold turns
     # off glibc's adaptive mmap threshold, and a ResNet-8 epoch then takes 5.2 s instead of 2.2 s. Keep glibc's default.
     with dask.config.set({'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None}):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env, silence_logs=40)
+        try: cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env, silence_logs=40)
+        except Exception as e: raise RuntimeError(f"could not start a local Dask cluster ({type(e).__name__}: {e}). If this runs from a script: {_GUARD_HINT}") from e
     c = Client(cluster); return c, [c, cluster]
 
 def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['positions']]
@@ -622,7 +646,8 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
     if backend not in ('serial', 'vmap', 'dask', 'auto'): raise BadValueError(f"backend={backend!r} is not allowed; choose 'serial', 'vmap', 'dask' or 'auto'")
     members = check_int('members', members, 1)
     runs = _check_runs(runs, len(data.train))
-    can_vmap = ensemble_ok(model_for(data, model_cfg, seed=0), recipe)
+    m0 = model_for(data, model_cfg, seed=0); check_fits(m0, data.train, f"the train split of {data.name}")
+    can_vmap = ensemble_ok(m0, recipe)
     if backend == 'vmap' and not can_vmap:
         raise BadValueError(f"backend='vmap' needs a model without BatchNorm or dropout and optimizer 'sgd'; {model_cfg} with {recipe.optimizer!r} is not; use 'serial' or 'dask'")
     if backend == 'auto': backend = 'dask' if (client is not None or os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')) else ('vmap' if can_vmap else 'serial')

@@ -286,11 +286,10 @@ def fresh_init(model:nn.Module, # model to copy (not modified)
     return m.to(dev), left
 
 # %% ../nbs/06_unlearning.ipynb #a93b06ee
-def _check_data(retain:TensorData, forget:TensorData):
+def _check_data(model:nn.Module, retain:TensorData, forget:TensorData):
     for nm, d in (('retain', retain), ('forget', forget)):
         if not isinstance(d, TensorData): raise BadValueError(f"{nm} must be a TensorData, got {type(d).__name__}")
-    if len(forget) == 0: raise BadIndicesError("the forget set is empty; it needs at least one example")
-    if len(retain) == 0: raise BadIndicesError("the retain set is empty; it needs at least one example")
+    check_fits(model, forget, 'the forget set'); check_fits(model, retain, 'the retain set')
     if retain.x.shape[1:] != forget.x.shape[1:]:
         raise BadValueError(f"retain and forget examples differ in shape: {tuple(retain.x.shape[1:])} vs {tuple(forget.x.shape[1:])}")
     both = np.intersect1d(retain.idx.cpu().numpy(), forget.idx.cpu().numpy())
@@ -310,7 +309,7 @@ def unlearn(name:str, # a name in UNLEARNERS
     fn = UNLEARNERS[name]
     check_seed(seed)
     h = make_hp(name, **hp)
-    _check_data(retain, forget)
+    _check_data(model, retain, forget)
     if mask is not None:
         if not isinstance(mask, Mask): raise BadValueError(f"mask must be a Mask, got {type(mask).__name__}")
         mask.check(model)
