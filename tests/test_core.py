@@ -173,3 +173,28 @@ def test_identical_fits_in_two_processes_write_identical_bytes(tmp_path):
     assert ma['sha256'] == mb['sha256'] and [v[0] for v in ma['volatile']] == [['seconds']]
     run = Cache(tmp_path/'a').load('model', ma['config'])
     assert run['seconds'] == ma['volatile'][0][1] > 0 and list(run) == ['state_dict', 'history', 'seconds', 'records']
+
+
+def test_gpu_artifacts_are_keyed_by_device(tmp_path, monkeypatch):
+    "A result computed on a GPU is never handed to a CPU run (nor the reverse); CPU keys are unchanged."
+    import unlearnrepro.core as C
+    c, cfg = Cache(tmp_path), {'a': 1}
+    cpu_path = c.path('m', cfg)
+    assert cpu_path.stem == config_key('m', cfg)  # the key CPU artifacts always had
+    c.save('m', cfg, {'w': torch.ones(2)})
+    monkeypatch.setattr(C, 'get_device', lambda prefer=None: torch.device('cuda'))
+    assert c.keyed(cfg) == {'a': 1, '_device': 'cuda'} and c.path('m', cfg) != cpu_path
+    assert c.load('m', cfg) is None  # the CPU artifact is not found under the GPU key
+    c.save('m', cfg, {'w': torch.zeros(2)})
+    assert torch.equal(c.load('m', cfg)['w'], torch.zeros(2))
+    monkeypatch.undo()
+    assert torch.equal(c.load('m', cfg)['w'], torch.ones(2))
+
+
+def test_deterministic_setting(monkeypatch):
+    monkeypatch.delenv('UNLEARNREPRO_DETERMINISTIC', raising=False)
+    assert deterministic_setting()  # on by default
+    for v in ('0', 'false', 'OFF'):
+        monkeypatch.setenv('UNLEARNREPRO_DETERMINISTIC', v); assert not deterministic_setting()
+    monkeypatch.setenv('UNLEARNREPRO_DETERMINISTIC', '2')
+    with pytest.raises(BadValueError, match="UNLEARNREPRO_DETERMINISTIC='2' is not allowed"): deterministic_setting()

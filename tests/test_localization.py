@@ -82,13 +82,14 @@ def test_random_matches_like(setup):
 
 def test_del_h1_is_channel_mean(setup):
     dig, model, forget, U = setup
+    dev = next(model.parameters()).device  # train() left the model on get_device()
     G = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for b in torch.arange(len(forget)).split(128):
-        model.zero_grad(); F.cross_entropy(model(forget.x[b]), forget.y[b]).backward()
+        model.zero_grad(); F.cross_entropy(model(forget.x[b].to(dev)), forget.y[b].to(dev)).backward()
         for n, p in model.named_parameters(): G[n] += p.grad
     model.zero_grad()
     ws = [(n, p) for n, p in model.named_parameters() if p.ndim >= 2]
-    score = torch.cat([(p.detach() * G[n]).abs().reshape(p.shape[0], -1).mean(1) for n, p in ws])
+    score = torch.cat([(p.detach() * G[n]).abs().reshape(p.shape[0], -1).mean(1) for n, p in ws]).cpu()
     size = torch.cat([torch.full((p.shape[0],), p[0].numel() + (1 if n == '11.weight' else 2)) for n, p in ws])
     sel, used = torch.zeros(len(score), dtype=torch.bool), 0
     for u in score.argsort(descending=True):
@@ -135,10 +136,11 @@ def _zeroed(model, U, units):
 
 def test_critmem_flips_and_cap(setup):
     dig, model, forget, U = setup
+    dev = next(model.parameters()).device  # train() left the model on get_device(): inputs go there
     m = localize('critmem', model, forget, 1.0, max_examples=12)
     assert m.meta['status'].count('flipped') > 0
     for i, units, st, it in zip(m.meta['positions'], m.meta['units'], m.meta['status'], m.meta['iters']):
-        x, y = forget.x[i:i + 1], forget.y[i].item()
+        x, y = forget.x[i:i + 1].to(dev), forget.y[i].item()
         assert it == len(units) <= 20
         if st == 'flipped':
             assert _zeroed(model, U, units)(x).argmax(1).item() != y       # the chosen units flip it
@@ -147,7 +149,8 @@ def test_critmem_flips_and_cap(setup):
     union = torch.zeros(U.n_units, dtype=torch.bool); union[sum(m.meta['units'], [])] = True
     assert torch.equal(U.from_mask(m), union)
     # the model itself is untouched
-    assert model(forget.x[:4]).argmax(1).tolist() == _zeroed(model, U, [])(forget.x[:4]).argmax(1).tolist()
+    x4 = forget.x[:4].to(dev)
+    assert model(x4).argmax(1).tolist() == _zeroed(model, U, [])(x4).argmax(1).tolist()
     m1 = localize('critmem', model, forget, 1.0, max_examples=12, max_iters=1)
     assert max(m1.meta['iters']) <= 1
     assert all(st in ('cap', 'flipped', 'misclassified') for st in m1.meta['status'])
@@ -225,7 +228,7 @@ def test_del_scored_on_train_and_weight_criterion(setup):
     t = localize('del', model, forget, 0.2, data=dig.train)  # DEL Table 6: scored on the whole train set
     assert t.meta['options']['data']['n'] == len(dig.train)
     w = scores(model, forget, 'weight')
-    assert torch.equal(w['0.weight'], model[0].weight.detach().abs())
+    assert torch.equal(w['0.weight'], model[0].weight.detach().cpu().abs())  # scores are CPU tensors
 
 
 @pytest.mark.parametrize('name', ['random', 'critmem'])

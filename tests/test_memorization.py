@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch, torch.nn as nn, torch.nn.functional as F
 from scipy import stats
-from unlearnrepro.core import Cache, BadValueError, UnknownNameError
+from unlearnrepro.core import Cache, BadValueError, UnknownNameError, get_device
 from unlearnrepro.data import load_dataset, TensorData
 from unlearnrepro.models import Recipe, RECORDERS, fit, model_for, predict
 import unlearnrepro.memorization as M
@@ -251,7 +251,7 @@ def test_curvature_recorder(dig):
 def test_early_difficulty(dig, tmp_path):
     "Epoch 0 = the initialisations: EL2N / GraNd are those of the fresh models, and nothing is trained (cost)."
     ed = early_difficulty(dig, MLP, RECIPE, epoch=0, seeds=[0, 5])
-    ms = [model_for(dig, MLP, seed=s) for s in (0, 5)]
+    ms = [model_for(dig, MLP, seed=s).to(get_device()) for s in (0, 5)]  # where early_difficulty computes: one device on both sides
     np.testing.assert_allclose(ed['el2n'], torch.stack([el2n(m, dig.train) for m in ms]).mean(0).numpy(), rtol=1e-6)
     assert ed['cost']['el2n'] == dict(examples=0, forward=2 * len(dig.train), steps=0)
     assert ed['cost']['grand'] == dict(examples=2 * len(dig.train), forward=0, steps=0)

@@ -274,7 +274,7 @@ def test_sgld_mask_also_masks_noise():
     def mask(model): model[1].weight.grad.zero_()
     r = Recipe(epochs=2, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=50, optimizer='sgld', opt_kw={'sigma': 1.0})
     train(m, d, r, seed=0, before_step=mask)
-    assert torch.equal(m[1].weight.detach(), first)
+    assert torch.equal(m[1].weight.detach().cpu(), first)  # train moved the model to get_device(); `first` is a CPU copy
 
 def test_sgld_validation():
     for kw, msg in [({}, "needs 'sigma'"), ({'sigma': -0.1}, 'sigma=-0.1'), ({'sigma': math.inf}, 'sigma=inf'), ({'sigma': True}, 'sigma=True'),

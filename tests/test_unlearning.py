@@ -26,7 +26,7 @@ def setup():
     original, _ = fit(dig, {'name': 'cnn_small'}, recipe, seed=0)
     f_pos, r_pos = check_split(make_forget_set(dig, 'iid', frac=0.1, seed=0), len(dig.train))
     return dict(dig=dig, original=original, forget=dig.train.subset(f_pos), retain=dig.train.subset(r_pos),
-                f_pos=f_pos, r_pos=r_pos, state={k: v.clone() for k, v in original.state_dict().items()})
+                f_pos=f_pos, r_pos=r_pos, state={k: v.detach().cpu().clone() for k, v in original.state_dict().items()})  # a CPU copy: fit's model is on get_device()
 
 
 def _same_state(model, state):
@@ -64,8 +64,8 @@ def test_masked_entries_bit_identical(setup, name):
     new = dict(m.named_parameters()); moved = 0
     for n, p in orig.named_parameters():
         keep = ~trained.masks[n]
-        assert torch.equal(new[n].detach().cpu()[keep], p.detach()[keep]), n
-        moved += int((new[n].detach().cpu() != p.detach())[trained.masks[n]].sum())
+        assert torch.equal(new[n].detach().cpu()[keep], p.detach().cpu()[keep]), n
+        moved += int((new[n].detach().cpu() != p.detach().cpu())[trained.masks[n]].sum())
     assert moved > 0
     for b in ('1.running_mean', '1.running_var'): assert torch.equal(m.state_dict()[b].cpu(), s['state'][b])
 
@@ -76,8 +76,8 @@ def test_masked_adam_and_bn_default(setup):
     m, _ = unlearn('finetune', orig, s['retain'], s['forget'], mask=mask, epochs=1, optimizer='adam', lr=1e-3, weight_decay=1e-2)
     new = dict(m.named_parameters())
     for n, p in orig.named_parameters():
-        assert torch.equal(new[n].detach().cpu()[~mask.masks[n]], p.detach()[~mask.masks[n]])
-    assert not torch.equal(new['3.weight'].detach().cpu()[:4], orig.state_dict()['3.weight'][:4])
+        assert torch.equal(new[n].detach().cpu()[~mask.masks[n]], p.detach().cpu()[~mask.masks[n]])
+    assert not torch.equal(new['3.weight'].detach().cpu()[:4], orig.state_dict()['3.weight'].cpu()[:4])
     # default freeze_bn_stats=False: running statistics of unselected BN layers still update
     assert not torch.equal(m.state_dict()['1.running_mean'].cpu(), s['state']['1.running_mean'])
 
@@ -91,7 +91,7 @@ def test_rft_full_mask_is_short_retrain(setup):
     oracle, _ = unlearn('retrain', orig, s['retain'], s['forget'], seed=0, epochs=10)
     r_o, r_r, r_rft = row(orig), row(oracle), row(m)
     print('original', r_o, '\noracle', r_r, '\nrft(full)', r_rft)
-    assert all((p.detach().cpu() != q.detach()).float().mean() > 0.99 for p, q in zip(m.parameters(), orig.parameters()))
+    assert all((p.detach().cpu() != q.detach().cpu()).float().mean() > 0.99 for p, q in zip(m.parameters(), orig.parameters()))
     assert r_rft['forget_acc'] <= r_o['forget_acc']
     assert r_rft['forget_loss'] > 2 * r_o['forget_loss']  # the forget set is no longer fitted like training data
     assert abs(r_rft['forget_acc'] - r_rft['test_acc']) < 0.05  # forget accuracy ~ held-out accuracy

@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['THREAD_VARS', 'PRESETS', 'CACHE_FORMAT', 'UnlearnReproError', 'UnknownNameError', 'BadValueError', 'BadIndicesError',
            'DataNotFoundError', 'CorruptArtifactError', 'check_int', 'check_seed', 'check_number', 'check_fraction',
-           'Registry', 'seed_everything', 'make_generator', 'get_device', 'threads_setting', 'set_threads', 'quiet',
-           'progress', 'get_preset', 'canonical_json', 'config_key', 'content_hash', 'default_cache_dir', 'Cache',
-           'repo_root', 'figures_dir', 'save_table', 'save_text', 'save_figure']
+           'Registry', 'seed_everything', 'make_generator', 'deterministic_setting', 'set_deterministic', 'get_device',
+           'threads_setting', 'set_threads', 'quiet', 'progress', 'get_preset', 'canonical_json', 'config_key',
+           'content_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_text',
+           'save_figure']
 
 # %% ../nbs/00_core.ipynb #aee4ad18
 import os, io, sys, json, math, hashlib, random, tempfile, copy, warnings, dataclasses
@@ -124,13 +125,31 @@ def make_generator(seed:int, # seed of this generator: a non-negative integer (1
     "A seeded `torch.Generator`, one per loader or random draw."
     g = torch.Generator(device=device); g.manual_seed(check_seed(seed)); return g
 
+def deterministic_setting() -> bool:
+    "Whether CUDA work runs in deterministic mode: `$UNLEARNREPRO_DETERMINISTIC`, on unless it is 0 / false / no / off."
+    v = os.environ.get('UNLEARNREPRO_DETERMINISTIC', '1').strip().lower()
+    if v not in ('', '1', 'true', 'yes', 'on', '0', 'false', 'no', 'off'):
+        raise BadValueError(f"UNLEARNREPRO_DETERMINISTIC={v!r} is not allowed; use 1 (the default) or 0")
+    return v not in ('0', 'false', 'no', 'off')
+
+def set_deterministic(on:bool|None=None) -> bool: # True / False, or None for `deterministic_setting()`
+    "Turn PyTorch's deterministic mode for CUDA on or off (deterministic kernels, no cuDNN autotuning); returns the mode."
+    on = deterministic_setting() if on is None else bool(on)
+    if on: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read by cuBLAS when it makes its workspace
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = on, False
+    return on
+
+_CUDA_MODE = []  # the deterministic mode applied in this process, once CUDA was handed out
+
 def get_device(prefer:str|None=None): # 'cuda', 'cpu' or None for automatic
-    "`cuda` when available (or asked for), else `cpu`."
+    "`cuda` when available (or asked for), else `cpu`; the first CUDA answer in a process applies `set_deterministic()`."
     prefer = prefer or os.environ.get('UNLEARNREPRO_DEVICE')
-    if prefer is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if prefer not in ('cpu', 'cuda'): raise BadValueError(f"device={prefer!r} is not allowed; choose 'cpu' or 'cuda'")
+    if prefer is not None and prefer not in ('cpu', 'cuda'): raise BadValueError(f"device={prefer!r} is not allowed; choose 'cpu' or 'cuda'")
     if prefer == 'cuda' and not torch.cuda.is_available(): raise BadValueError("device='cuda' was asked for but no GPU is available")
-    return torch.device(prefer)
+    dev = torch.device(prefer or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if dev.type == 'cuda' and not _CUDA_MODE: _CUDA_MODE.append(set_deterministic())
+    return dev
 
 # %% ../nbs/00_core.ipynb #032478eb
 THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')  # the OpenMP / BLAS pools of torch, numpy and scipy: set for kernels and Dask workers
@@ -355,9 +374,15 @@ class Cache:
         self.root, self.on_corrupt, self.verbose = _usable_dir(Path(root or default_cache_dir())), on_corrupt, verbose
         self.hits, self.misses = 0, 0
 
+    @staticmethod
+    def keyed(config:dict) -> dict:
+        "The config a key is made of: `config`, with the device type added when the work runs on a GPU."
+        dev = get_device().type
+        return config if dev == 'cpu' or not isinstance(config, dict) else {**config, '_device': dev}
+
     def path(self, kind:str, config:dict, ext:str='.pt') -> Path:
         "Where the artifact of `kind` with `config` lives."
-        return self.root/kind/f"{config_key(kind, config)}{ext}"
+        return self.root/kind/f"{config_key(kind, self.keyed(config))}{ext}"
 
     def _meta(self, p:Path) -> dict:
         "The sidecar of `p`, checked against the file: readable JSON, right key, size and checksum."
@@ -374,7 +399,7 @@ class Cache:
 
     def _load(self, p:Path, kind:str|None=None, config:dict|None=None):
         meta = self._meta(p)
-        if kind is not None and (meta['kind'] != kind or meta.get('config') != _canon(config)):
+        if kind is not None and (meta['kind'] != kind or meta.get('config') != _canon(self.keyed(config))):
             raise CorruptArtifactError(f"{p} holds a {meta['kind']!r} artifact for another config than the one asked for; its recorded key does not match")
         try:
             if p.suffix == '.npy': return np.load(p, allow_pickle=False)
@@ -402,7 +427,7 @@ class Cache:
         p = self.path(kind, config, ext)
         value, volatile = _split_volatile(value) if ext != '.npy' else (value, [])
         data = _serialise(value, ext)
-        meta = dict(kind=kind, key=p.stem, config=_canon(config), version=_version(), format=CACHE_FORMAT,
+        meta = dict(kind=kind, key=p.stem, config=_canon(self.keyed(config)), version=_version(), format=CACHE_FORMAT,
                     bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
         if volatile: meta['volatile'] = volatile  # measured wall times, kept out of the artifact's bytes
         # sidecar first: a run killed between the two writes leaves a sidecar without its artifact (recomputed), never an
@@ -420,7 +445,7 @@ class Cache:
         v = self.load(kind, config, ext, check)
         if v is not None:
             self.hits += 1
-            if self.verbose: print(f"cache hit: {kind}/{config_key(kind, config)}")
+            if self.verbose: print(f"cache hit: {kind}/{config_key(kind, self.keyed(config))}")
             return v
         self.misses += 1
         v = compute()
