@@ -1,6 +1,6 @@
 """The GPU check: the library's tests on CUDA, then the GPU benchmark rows, in one run of at most 8 minutes.
 
-    python scripts/gpu_check.py [--out figures/gpu/benchmarks] [--skip-tests] [--quick]
+    python scripts/gpu_check.py [--out figures/gpu/benchmarks] [--skip-tests] [--skip-benchmarks] [--quick]
 
 Writes to `--out`: `tests.csv` (every test of chapters 00-09 and its outcome on CUDA), `benchmarks.csv` / `.md` (each
 row: two ways of doing the same work timed in this process, interleaved, their median paired ratio and its target),
@@ -133,7 +133,7 @@ def benchmarks(out:Path, quick:bool=False):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT/'figures'/'gpu'/'benchmarks'))
-    ap.add_argument('--skip-tests', action='store_true'); ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--skip-tests', action='store_true'); ap.add_argument('--skip-benchmarks', action='store_true'); ap.add_argument('--quick', action='store_true')
     a = ap.parse_args(argv)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -144,7 +144,7 @@ def main(argv=None):
     tests = None if a.skip_tests else run_tests(out)
     print('tests:', tests, flush=True)
     os.environ.setdefault('UNLEARNREPRO_QUIET', '1')
-    benchmarks(out, a.quick)
+    if not a.skip_benchmarks: benchmarks(out, a.quick)
     import pandas as pd
     pd.DataFrame([dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (smoke run)', nvidia_smi=smi, torch=torch.__version__, cuda=torch.version.cuda,
                        cudnn=torch.backends.cudnn.version(), python=platform.python_version(), cpus=os.cpu_count(),

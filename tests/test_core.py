@@ -139,7 +139,7 @@ def test_artifacts_with_timings_inside_still_load(tmp_path):
     c = Cache(tmp_path); p = c.path('run', {'i': 0}); a = _art(2.0)
     data = core._serialise(a, '.pt'); p.parent.mkdir(parents=True)
     p.write_bytes(data)
-    p.with_suffix('.pt.json').write_text(json.dumps(dict(kind='run', key=p.stem, config={'i': 0}, version='old', format=CACHE_FORMAT,
+    p.with_suffix('.pt.json').write_text(json.dumps(dict(kind='run', key=p.stem, config=c.keyed({'i': 0}), version='old', format=CACHE_FORMAT,
                                                          bytes=len(data), sha256=hashlib.sha256(data).hexdigest())))
     got = Cache(tmp_path, on_corrupt='raise').load('run', {'i': 0})
     assert list(got) == list(a) and got['seconds'] == 2.0 and got['history'][0]['seconds'] == a['history'][0]['seconds']
@@ -178,6 +178,7 @@ def test_identical_fits_in_two_processes_write_identical_bytes(tmp_path):
 def test_gpu_artifacts_are_keyed_by_device(tmp_path, monkeypatch):
     "A result computed on a GPU is never handed to a CPU run (nor the reverse); CPU keys are unchanged."
     import unlearnrepro.core as C
+    monkeypatch.setattr(C, 'get_device', lambda prefer=None: torch.device('cpu'))  # the same test on a CPU and a GPU machine
     c, cfg = Cache(tmp_path), {'a': 1}
     cpu_path = c.path('m', cfg)
     assert cpu_path.stem == config_key('m', cfg)  # the key CPU artifacts always had
@@ -187,7 +188,7 @@ def test_gpu_artifacts_are_keyed_by_device(tmp_path, monkeypatch):
     assert c.load('m', cfg) is None  # the CPU artifact is not found under the GPU key
     c.save('m', cfg, {'w': torch.zeros(2)})
     assert torch.equal(c.load('m', cfg)['w'], torch.zeros(2))
-    monkeypatch.undo()
+    monkeypatch.setattr(C, 'get_device', lambda prefer=None: torch.device('cpu'))
     assert torch.equal(c.load('m', cfg)['w'], torch.ones(2))
 
 

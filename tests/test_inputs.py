@@ -144,9 +144,10 @@ def test_dask_from_a_script_without_a_main_guard(tmp_path):
         d = load_dataset('digits', n_train=50, n_test=20)
         fit_many(d, {'name': 'mlp', 'hidden': [8]}, Recipe(epochs=1, lr=0.05, batch_size=16), [dict(seed=0)], backend='dask')
         '''))
-    env = dict(os.environ, UNLEARNREPRO_QUIET='1', PYTHONPATH=str(ROOT))
+    env = dict(os.environ, UNLEARNREPRO_QUIET='1', PYTHONPATH=str(ROOT), UNLEARNREPRO_DEVICE='cpu')  # about the guard, not the device
     env.pop('UNLEARNREPRO_DASK_SCHEDULER', None)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode != 0
-    assert "a Dask worker process is starting and ran the main script again from the top" in r.stderr, r.stderr[-3000:]  # the worker says why
-    assert "put the script's code under `if __name__ == '__main__':`" in r.stderr.splitlines()[-1]  # and so does the caller's error
+    # the caller's error says what to do (the worker that re-ran the script raises the same advice in its own process; whether its
+    # traceback reaches this stderr depends on how Dask forwards worker output, so only the caller's error is asserted)
+    assert "put the script's code under `if __name__ == '__main__':`" in r.stderr.splitlines()[-1], r.stderr[-3000:]
