@@ -93,13 +93,16 @@ def _check_del_run(d, params=()):
 def test_del_tiny_writes_every_figure_and_table(tmp_path):
     # the shared artifact cache ($UNLEARNREPRO_CACHE) is used on purpose: after the notebook test this run only re-renders
     out = tmp_path/'figs'
+    committed = {p: p.read_bytes() for p in sorted((ROOT/'nbs'/'hparams').glob('*.yaml'))}
     r = _cli('reproduce', '--only', 'del', '--out', str(out), '--runs', str(tmp_path/'runs'))
     assert r.returncode == 0, r.stdout + r.stderr
     d = out/'tiny'/'del'
     assert not _missing(d), _missing(d)
     _check_del_run(d)
+    assert {p: p.read_bytes() for p in committed} == committed  # the run tuned, but left the committed YAMLs alone (no --save-hparams)
+    assert (d/'hparams.yaml').exists()  # its choices are in the results folder
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
-    assert len(claims) >= 13 and set(claims['holds']) <= {'yes', 'no', 'n/a'}
+    assert len(claims) >= 13 and set(claims['verdict']) <= {'holds', 'fails', 'inconclusive', 'n/a'}
     assert (out/'tiny'/'claims.md').exists() and 'DEL (Torkzadehmahani' in (out/'tiny'/'claims.md').read_text()  # gathered across papers
     t2 = pd.read_csv(d/'table2_non_iid.csv')
     assert {'Retrain', 'Fine-tune', 'NegGrad+', 'NegGrad', 'Random Label', 'L1-sparse', 'IU', 'SSD'} <= set(t2.method)

@@ -47,7 +47,7 @@ def test_valid_subsets_run_to_the_end(tmp_path):
     assert ok, out[-3000:]
     d = tmp_path/'f'/'tiny'/'rum'
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
-    assert set(claims.holds) <= {'yes', 'no', 'n/a'} and (claims.holds[claims.claim.str.contains('on par')] == 'n/a').all()  # no memorization-refined RUM^F to compare with
+    assert set(claims.verdict) <= {'holds', 'fails', 'inconclusive', 'n/a'} and (claims.verdict[claims.claim.str.contains('on par')] == 'n/a').all()  # no memorization-refined RUM^F to compare with
     runs = pd.read_csv(d/'all_runs.csv')
     assert set(runs.algorithm) == {'random_label', 'original'} and not (d/'fig3_sequential.png').exists()
     assert set(yaml.safe_load(hp.read_text())) == {'digits_mlp/random_label'}  # seq_pairs=[]: NegGrad+ is not needed, not tuned

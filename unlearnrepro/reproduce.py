@@ -132,6 +132,8 @@ def _parser():
                    help='set a notebook parameter, e.g. -p seeds=[0] (VALUE is a Python literal, else a string)')
     r.add_argument('--threads', default=None, help="torch threads per process (sets UNLEARNREPRO_THREADS; default 1, 'auto': torch's default)")
     r.add_argument('--cell-timeout', type=float, default=None, help=f"seconds a notebook cell may run; 0: no limit (default per preset: {CELL_TIMEOUT})")
+    r.add_argument('--save-hparams', action='store_true',
+                   help='rewrite the committed YAMLs of tuned values (nbs/hparams/) with this run\'s choices; by default they go to the results folder only')
     r.add_argument('--list', action='store_true', help='list the experiments and exit')
     sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
     return p
@@ -184,7 +186,8 @@ def _main(argv):
     try:
         for i, n in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {n} ({args.preset}) ...", flush=True); t0 = time.time()
-            try: dst = run_experiment(n, args.preset, args.out, args.runs, params, cell_timeout=timeout)
+            p = dict(params, save_hparams=True) if args.save_hparams and 'save_hparams' in check_experiment_params(n, {}) else params
+            try: dst = run_experiment(n, args.preset, args.out, args.runs, p, cell_timeout=timeout)
             except KeyboardInterrupt: raise
             except Exception as e:  # a failing notebook, a missing kernel, ...: name the experiment, exit 1
                 print(f"[{i}/{len(names)}] {n} FAILED after {time.time() - t0:.1f}s: {e}", file=sys.stderr, flush=True); return 1
