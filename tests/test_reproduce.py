@@ -127,9 +127,10 @@ def test_committed_cpu_results_are_complete():
     assert (ROOT/'nbs'/'hparams'/'del_cpu.yaml').stat().st_size > 0
 
 def test_del_tunes_per_forget_kind(tmp_path):
-    # the paper's protocol (the `paper` default): separate studies on an IID and a non-IID forget set, written to a YAML of our choosing
+    # the paper's protocol (the `paper` default): separate studies on an IID and a non-IID forget set, saved to a YAML of our choosing
     hp, committed = tmp_path/'hp.yaml', (ROOT/'nbs'/'hparams'/'del_tiny.yaml').read_bytes()
-    r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', 'tune_per_kind=True', '-p', f'hparams_file={hp}')
+    r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', 'tune_per_kind=True', '-p', f'hparams_file={hp}',
+             '--save-hparams')  # asked: the chosen values are written to that YAML (without it, only to the results folder)
     assert r.returncode == 0, r.stdout + r.stderr
     chosen = yaml.safe_load(hp.read_text())
     per_kind = {k: {m.split(':', 1)[1] for m in chosen if m.startswith(k + ':')} for k in ('iid', 'non_iid')}

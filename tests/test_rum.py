@@ -43,7 +43,7 @@ def test_valid_subsets_run_to_the_end(tmp_path):
     "Another algorithm, a single refinement score, strict retain sets, no sequential experiment, values from a YAML: runs to the end."
     hp = tmp_path/'hp.yaml'
     ok, out = _run(tmp_path, dict(unlearners=['random_label'], refine_by=['holdout_retraining'], proxies=['confidence'], retain_mode='strict',
-                                  seq_pairs=[], hparams_file=str(hp)))
+                                  seq_pairs=[], hparams_file=str(hp), save_hparams=True))  # saved there, then
     assert ok, out[-3000:]
     d = tmp_path/'f'/'tiny'/'rum'
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
