@@ -199,3 +199,16 @@ def test_deterministic_setting(monkeypatch):
         monkeypatch.setenv('UNLEARNREPRO_DETERMINISTIC', v); assert not deterministic_setting()
     monkeypatch.setenv('UNLEARNREPRO_DETERMINISTIC', '2')
     with pytest.raises(BadValueError, match="UNLEARNREPRO_DETERMINISTIC='2' is not allowed"): deterministic_setting()
+
+
+@pytest.mark.parametrize('chapter', ['core', 'data', 'models', 'unlearning'])
+def test_importing_any_chapter_fills_every_registry(chapter):
+    "As timm's: a fresh process (a Dask worker, a script) that imports one chapter finds every registered name."
+    import subprocess, sys
+    code = (f"import sys, unlearnrepro.{chapter}\n"  # nothing else imported by hand: the registries are read from what the import loaded
+            "m = sys.modules\n"
+            "assert 'sgld' in m['unlearnrepro.models'].OPTIMIZERS and 'curvature' in m['unlearnrepro.models'].RECORDERS\n"
+            "assert 'sgld_finetune' in m['unlearnrepro.unlearning'].UNLEARNERS and 'del' in m['unlearnrepro.reproduce'].EXPERIMENTS\n"
+            "assert 'memorization' in m['unlearnrepro.memorization'].SCORES and 'mia_auc' in m['unlearnrepro.experiment'].STOP_RULES\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

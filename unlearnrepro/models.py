@@ -139,7 +139,7 @@ class Recipe:
         if list(self.milestones) != sorted(set(self.milestones)): raise BadValueError(f"milestones={list(self.milestones)} must increase, each epoch once")
         if self.schedule == 'multistep' and not self.milestones: raise BadValueError("schedule='multistep' needs milestones (epochs at which the lr drops)")
 
-OPTIMIZERS, SCHEDULES = Registry('optimizer'), Registry('schedule')  # 'sgld' is registered by the privacy chapter (03)
+OPTIMIZERS, SCHEDULES = Registry('optimizer'), Registry('schedule')  # 'sgld' is registered by the privacy chapter (03), which importing the package imports
 
 @OPTIMIZERS.register('sgd')
 def _sgd(params, r:Recipe, seed:int=0): return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, **r.opt_kw)
@@ -569,15 +569,8 @@ def _chunks(runs, engine, members):
     for i, r in enumerate(runs): by_n.setdefault(len(r['positions']), []).append(i)
     return [g[j:j + members] for g in by_n.values() for j in range(0, len(g), members)]
 
-def _modules_for(model_cfg, recipe) -> list:
-    "The modules that register the model and the optimizer (e.g. 'sgld' lives in the privacy chapter): a worker imports them first."
-    mods = {getattr(MODELS[model_cfg['name']], '__module__', None), getattr(OPTIMIZERS[recipe.optimizer], '__module__', None)}
-    return sorted(m for m in mods if m and m != '__main__')
-
-def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='many', threads=None, modules=()):
+def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='many', threads=None):
     "Train one chunk of runs (in this process or on a Dask worker); store each run in the cache; return their outputs."
-    import importlib
-    for m in modules: importlib.import_module(m)  # registries filled by chapters this worker has not imported yet
     if threads is not None: set_threads(threads)
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
     try: outs = _train_ensemble(data, model_cfg, recipe, runs) if engine == 'ensemble' else _train_single(data, model_cfg, recipe, runs[0])
@@ -672,8 +665,7 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
                 # a fresh key per call (hash=False): under its content hash, data scattered again right after an
                 # earlier call could be freed by that call's release, and the tasks fail with "lost dependencies"
                 d = c.scatter(data, broadcast=True, hash=False)
-                mods = _modules_for(model_cfg, recipe)
-                futs = {c.submit(_train_chunk, d, model_cfg, asdict(recipe), [runs[i] for i in ch], engine, root, kind, 1, mods, pure=False): ch for ch in chunks}
+                futs = {c.submit(_train_chunk, d, model_cfg, asdict(recipe), [runs[i] for i in ch], engine, root, kind, 1, pure=False): ch for ch in chunks}
                 try:
                     for f in as_completed(futs):
                         try: outs = f.result()

@@ -22,7 +22,6 @@ from .core import _is_num
 from .data import *
 from .models import *
 from .localization import *
-from .privacy import SGLD  # registers the 'sgld' optimizer
 
 # %% ../nbs/06_unlearning.ipynb #7feccee5
 @dataclass
