@@ -5,29 +5,14 @@ import pandas as pd, yaml
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT/'nbs'/'13_rum.ipynb'
-
-def _registered() -> bool:
-    try:
-        from unlearnrepro.reproduce import EXPERIMENTS
-        return 'rum' in EXPERIMENTS.names()
-    except Exception: return False
 
 def _run(tmp_path, params:dict, env=None):
-    "Run the notebook at tiny with `params`: through `unlearnrepro reproduce` once rum is registered, else papermill. Returns (ok, error text)."
+    "Run the notebook at tiny with `params` through `unlearnrepro reproduce`. Returns (ok, its output)."
     env = {**os.environ, **(env or {})}
-    if _registered():
-        exe = Path(sys.executable).parent/'unlearnrepro'
-        args = [str(exe), 'reproduce', '--only', 'rum', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r')]
-        for k, v in params.items(): args += ['-p', f'{k}={v!r}']
-        r = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-        return r.returncode == 0, r.stdout + r.stderr
-    code = ("import sys, papermill as pm\n"
-            "from papermill.exceptions import PapermillExecutionError\n"
-            f"p = dict({params!r}, out_dir={str(tmp_path/'f')!r}, passed=sorted({list(params)!r}))\n"
-            f"try: pm.execute_notebook({str(NB)!r}, {str(tmp_path/'out.ipynb')!r}, parameters=p, kernel_name='python3', cwd={str(NB.parent)!r}, progress_bar=False)\n"
-            "except PapermillExecutionError as e: print(f'failed in cell {e.exec_count}: {e.ename}: {e.evalue}', file=sys.stderr); sys.exit(1)\n")
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    exe = Path(sys.executable).parent/'unlearnrepro'
+    args = [str(exe), 'reproduce', '--only', 'rum', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r')]
+    for k, v in params.items(): args += ['-p', f'{k}={v!r}']
+    r = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     return r.returncode == 0, r.stdout + r.stderr
 
 BAD = [(dict(pairs=['digits_mlp', 'digits_vit']), "pairs[1]='digits_vit' is not allowed: choose one of"),
@@ -70,15 +55,3 @@ def test_committed_cpu_results_are_complete():
     assert set(runs.variant) >= {'RUM^F', 'vanilla', 'shuffle', 'original'} and runs[runs.group == 'sequential'].step.max() == 5
     assert runs[['tow', 'tow_mia']].apply(lambda c: c.between(0, 1)).all().all()
     assert (ROOT/'nbs'/'hparams'/'rum_cpu.yaml').stat().st_size > 0
-
-@pytest.mark.parametrize('sizes, seed', [((20, 20, 20), 0), ((200, 200, 200), 2), ((7, 5, 9), 1), ((1000, 1000, 1000), 100)])
-def test_shuffle_strata_is_the_notebooks_draw(sizes, seed):
-    "`shuffle_strata(sts, 3, seed)` gives the chunks the notebook drew inline (np.random.default_rng([seed, 7]), array_split in 3, sorted)."
-    import numpy as np
-    from unlearnrepro.unlearning import shuffle_strata
-    rng = np.random.default_rng(seed + 1000)
-    pool = rng.permutation(50_000)[:sum(sizes)]
-    sts = [np.sort(pool[a:a + n]).tolist() for a, n in zip(np.cumsum((0,) + sizes[:-1]), sizes)]  # disjoint, sorted, like refine's strata
-    perm = np.random.default_rng([seed, 7]).permutation(np.concatenate(sts))  # the notebook's former inline code
-    inline = [np.sort(c).tolist() for c in np.array_split(perm, 3)]
-    assert [c.tolist() for c in shuffle_strata(sts, 3, seed)] == inline
