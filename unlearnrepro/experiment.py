@@ -11,8 +11,9 @@ __all__ = ['RUN_PARAMS', 'FORGET_KINDS', 'OBJECTIVE', 'STOP_RULES', 'CLAIM_COLUM
            'run_job', 'tune_job', 'run_jobs', 'hparams_path', 'paper_paths', 'tune_methods', 'tuned_values',
            'oracle_targets', 'steps_to_unlearn', 'original_spec', 'load_original', 'steps_job', 'summarise', 'fmt_ci',
            'ci_lines', 'ci_bars', 'ci_grid', 'Claim', 'if_fitted', 'claims_table', 'plural', 'save_claims',
-           'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'spearman_verdict', 'oracle_run', 'runs_table',
-           'run_flags', 'reference_table', 'cost_vs_oracle', 'best_of', 'flags_of', 'smallest_abs', 'check_written']
+           'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'spearman_verdict', 'censored_trend_verdict',
+           'oracle_run', 'runs_table', 'run_flags', 'reference_table', 'cost_vs_oracle', 'best_of', 'flags_of',
+           'smallest_abs', 'check_written']
 
 # %% ../nbs/09_experiment.ipynb #3da7136e
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -886,6 +887,62 @@ def spearman_verdict(x, # e.g. the set's rank (S1 = 0 ... S5 = 4), repeated per 
     zc = stats.norm.ppf((1 + conf) / 2) + stats.norm.ppf(0.8)  # rho detectable with 80 % power by the same interval
     mde = float(np.tanh(zc / math.sqrt(n - 3)))
     return Verdict(float(r.statistic), float(ci.low), float(ci.high), n, mde, _decide(ci.low, ci.high, side, threshold), f"Spearman, Fisher-z interval, {n} points")
+
+# %% ../nbs/09_experiment.ipynb #a6e12a90
+def _logrank_trend(x, t, e, strata):
+    "Score test of beta = 0 in a stratified Cox model (the log-rank trend test): z = U / sqrt(V), positive when higher x is unlearned sooner."
+    U = V = 0.0
+    for s in np.unique(strata):
+        xs, ts, es = x[strata == s], t[strata == s], e[strata == s]
+        for tt in np.unique(ts[es]):
+            at = ts >= tt; d = int((es & (ts == tt)).sum()); nr = int(at.sum())
+            U += float(xs[es & (ts == tt)].sum() - d * xs[at].mean())
+            if nr > 1: V += d * (nr - d) / (nr - 1) * float(xs[at].var())
+    return U / math.sqrt(V) if V > 0 else float('nan')
+
+def censored_trend_verdict(x, # covariate per run, e.g. the forget set's rank (S1 = 0 ... S5 = 4)
+                           time, # steps until the rule was met; for a censored run, the budget it ran
+                           event, # True: met at `time`; False: censored (not met within the budget)
+                           strata=None, # a group per run (e.g. the seed of its original): one baseline per group (None: one)
+                           side:str='greater', # the claim: steps 'greater' (slower) or 'less' (faster) as x grows
+                           conf:float=0.95, # interval level
+                           max_censored:float=0.5) -> Verdict: # more censored runs than this share: inconclusive
+    "A trend in step counts censored at a budget, decided by a Cox model (the log-rank trend test under complete separation)."
+    from lifelines import CoxPHFitter
+    side, _ = _side(side, 0.0)
+    if side == 'within': raise BadValueError("side='within' is not allowed here; choose 'greater' or 'less'")
+    x, t = np.asarray(x, dtype=float).reshape(-1), np.asarray(time, dtype=float).reshape(-1)
+    e = np.asarray(event).reshape(-1).astype(bool); g = np.zeros(len(x), int) if strata is None else np.asarray(strata).reshape(-1)
+    if not (len(x) == len(t) == len(e) == len(g)): raise BadValueError(f"x, time, event and strata need one value per run: {len(x)}, {len(t)}, {len(e)}, {len(g)}")
+    if len(x) == 0 or not (np.isfinite(x).all() and np.isfinite(t).all()) or (t < 0).any():
+        raise BadValueError(f"x and time must be finite, time >= 0 (a censored run's time is its budget); got x={x.tolist()}, time={t.tolist()}")
+    n, D, cen = len(x), int(e.sum()), float(1 - e.mean())
+    what = f"{n} runs, {n - D} censored"
+    sx = float(np.sqrt(np.concatenate([x[g == s] - x[g == s].mean() for s in np.unique(g)]).var())) if D else 0.0  # spread of x within strata
+    zc = stats.norm.ppf((1 + conf) / 2)
+    mde = (zc + stats.norm.ppf(0.8)) / (sx * math.sqrt(D)) if D and sx > 0 else float('nan')
+    if D < 2 or np.ptp(x) == 0: return Verdict(float('nan'), float('nan'), float('nan'), n, mde, 'inconclusive', f"Cox, {what}: too few uncensored runs or x constant")
+    sgn = 1 if side == 'greater' else -1  # effect = -beta: positive when steps grow with x
+    df = pd.DataFrame(dict(x=x, t=t + 1.0, e=e, g=g))  # Cox uses only the order of the times: +1 keeps them positive
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        try:
+            cph = CoxPHFitter().fit(df, 't', 'e', strata=['g'] if strata is not None else None)
+            b, se = float(cph.params_['x']), float(cph.standard_errors_['x'])
+        except Exception: b = se = float('nan')
+    bad = (not (np.isfinite(b) and np.isfinite(se))) or any('separation' in str(m.message) or 'converge' in str(m.message) for m in w)
+    if bad:  # complete separation: the score test needs no estimate
+        z = -_logrank_trend(x, t, e, g); p = 2 * stats.norm.sf(abs(z)) if z == z else float('nan')
+        verdict = 'inconclusive' if z != z or abs(z) < zc else ('holds' if sgn * z > 0 else 'fails')
+        low = high = eff = float('nan'); test = f"log-rank trend test z={z:+.2f}, p={p:.2g} (Cox estimate not finite: complete separation), {what}"
+    else:
+        eff, h = -b, zc * se; low, high = eff - h, eff + h
+        verdict = _decide(low, high, side, 0.0) if side == 'greater' else _decide(low, high, 'less', 0.0)
+        test = f"Cox (Efron ties{', strata' if strata is not None else ''}), Wald interval of -log HR per unit, {what}"
+    if cen > max_censored and verdict != 'inconclusive':
+        verdict, test = 'inconclusive', test + f"; mostly censored ({cen:.0%} > {max_censored:.0%}): no verdict"
+    return Verdict(float(eff), float(low), float(high), n, float(mde), verdict, test)
+
 
 # %% ../nbs/09_experiment.ipynb #a6f233e2
 GAP_METRICS = ('forget_acc', 'retain_acc', 'test_acc', 'mia_correctness', 'mia_confidence')
