@@ -599,17 +599,19 @@ def steps_to_unlearn(model:nn.Module, # the original model (not modified)
                      hp:dict, # its hyperparameters (the epochs are the budget)
                      targets:dict, # from `oracle_targets`
                      eval_every:int=10, # updates between evaluations
-                     seed:int=0) -> dict: # seed of the unlearner
-    "Steps until each rule's signal is within tolerance of the oracles (None: censored), with the evaluated trajectory."
-    eval_every = check_int('eval_every', eval_every, 1)
+                     seed:int=0, # seed of the unlearner
+                     k:int=3) -> dict: # evaluations in a row within tolerance before a rule counts as met (1: the first passage)
+    "Steps until each rule's signal stays within tolerance of the oracles for `k` evaluations (None: censored), with the trajectory."
+    eval_every, k = check_int('eval_every', eval_every, 1), check_int('k', k, 1)
     for r in targets: STOP_RULES[r]
-    met, traj = {r: None for r in targets}, []
+    met, traj, streak = {r: None for r in targets}, [], {r: [] for r in targets}  # streak: steps of the current run of evaluations within tolerance
     def check(step, m):
         p = predict(m, forget); q = predict(m, test)
         sig = _signals(targets, p['loss'].numpy(), q['loss'].numpy(), p['correct'].numpy())
         traj.append(dict(step=step, **sig))
         for r, v in sig.items():
-            if met[r] is None and abs(v - targets[r]['mean']) <= targets[r]['tol']: met[r] = step
+            streak[r] = streak[r] + [step] if abs(v - targets[r]['mean']) <= targets[r]['tol'] else []
+            if met[r] is None and len(streak[r]) >= k: met[r] = streak[r][0]  # met where the streak began
         return all(v is not None for v in met.values())
     def monitor(s):
         if s.step % eval_every == 0 and check(s.step, s.model): raise StopTraining
@@ -618,7 +620,8 @@ def steps_to_unlearn(model:nn.Module, # the original model (not modified)
     planned = h.epochs * math.ceil(len(retain) / h.batch_size)  # the budget, for methods iterating the retain set
     m, cost = unlearn(unlearner, model, retain, forget, seed=seed, on_step=monitor, **hp)
     if not cost.stopped_early and not all(v is not None for v in met.values()): check(cost.steps, m)  # the final model
-    return dict(steps=met, planned=planned, trajectory=traj, examples=cost.examples, seconds=cost.seconds, diverged=cost.diverged, collapsed=cost.collapsed)
+    return dict(steps=met, planned=planned, ended=traj[-1]['step'], k=k, trajectory=traj, examples=cost.examples, seconds=cost.seconds,
+                diverged=cost.diverged, collapsed=cost.collapsed)
 
 def original_spec(data_cfg:dict, # load_dataset arguments
                   model_cfg:dict, # model config
@@ -646,13 +649,14 @@ def steps_job(spec:dict, # an `original_spec`
               hp:dict, # its hyperparameters (epochs = the budget)
               targets:dict, # from `oracle_targets`
               eval_every:int=10, # updates between evaluations
-              seed:int=0) -> dict: # unlearning seed
+              seed:int=0, # unlearning seed
+              k:int=3) -> dict: # evaluations in a row within tolerance (see `steps_to_unlearn`)
     "Job: `steps_to_unlearn` on the original of `spec`, cached under everything that made it."
     data, model, _ = load_original(spec)
     f, r = check_split(forget, len(data.train))
-    key = dict(original={k: v for k, v in spec.items() if k != 'cache'}, forget=content_hash(f), unlearner=unlearner, hp=hp, targets=targets,
-               eval_every=eval_every, seed=seed, fields=2)  # fields 2: the result records diverged / collapsed
-    compute = lambda: steps_to_unlearn(model, data.train.subset(r), data.train.subset(f), data.test, unlearner, hp, targets, eval_every, seed)
+    key = dict(original={k_: v for k_, v in spec.items() if k_ != 'cache'}, forget=content_hash(f), unlearner=unlearner, hp=hp, targets=targets,
+               eval_every=eval_every, seed=seed, k=k, fields=3)  # fields 3: the result records where the run ended
+    compute = lambda: steps_to_unlearn(model, data.train.subset(r), data.train.subset(f), data.test, unlearner, hp, targets, eval_every, seed, k)
     return Cache(spec['cache']).get('steps', key, compute)
 
 # %% ../nbs/09_experiment.ipynb #984674f1
@@ -888,7 +892,7 @@ def spearman_verdict(x, # e.g. the set's rank (S1 = 0 ... S5 = 4), repeated per 
     mde = float(np.tanh(zc / math.sqrt(n - 3)))
     return Verdict(float(r.statistic), float(ci.low), float(ci.high), n, mde, _decide(ci.low, ci.high, side, threshold), f"Spearman, Fisher-z interval, {n} points")
 
-# %% ../nbs/09_experiment.ipynb #a6e12a90
+# %% ../nbs/09_experiment.ipynb #003f45d1
 def _logrank_trend(x, t, e, strata):
     "Score test of beta = 0 in a stratified Cox model (the log-rank trend test): z = U / sqrt(V), positive when higher x is unlearned sooner."
     U = V = 0.0

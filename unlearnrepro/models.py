@@ -203,11 +203,16 @@ def train(model:nn.Module, # model to train in place
           before_step:Callable|None=None, # called after backward, before optimizer.step (e.g. gradient masks)
           params=None, # parameters to optimise (default: all)
           device=None, # default get_device()
-          desc:str='train'): # progress-bar label
+          desc:str='train', # progress-bar label
+          keep:torch.Tensor|None=None): # bool per example of `data`: batches follow the shuffled order of all of `data`, the others dropped from them
     "Train `model` on `data` with `recipe`; returns the model and a per-epoch history."
     seed = check_seed(seed)
+    if keep is not None:
+        keep = torch.as_tensor(keep)
+        if keep.dtype != torch.bool or keep.shape != (len(data),): raise BadValueError(f"keep must be a bool tensor of {len(data)} entries (one per example), got {keep.dtype} of shape {tuple(keep.shape)}")
+        if not bool(keep.any()): raise BadValueError("keep drops every example; keep at least one")
     device = device or get_device(); model.to(device)
-    check_fits(model, data, f"the training data of {desc!r}")
+    check_fits(model, data if keep is None else data.subset(torch.nonzero(keep).flatten()), f"the training data of {desc!r}")
     opt = OPTIMIZERS[recipe.optimizer](list(params if params is not None else model.parameters()), recipe, seed=seed)
     g, hist, steps = make_generator(seed), [], 0
     step_hooks, epoch_hooks = _hooks(on_step), _hooks(on_epoch)
@@ -216,6 +221,9 @@ def train(model:nn.Module, # model to train in place
         for grp in opt.param_groups: grp['lr'] = lr
         model.train(); tot, correct, seen = 0.0, 0, 0
         for b in _batches(len(data), recipe.batch_size, g):
+            if keep is not None:  # the same batches as on all of `data`, minus the examples not kept
+                b = b[keep[b]]
+                if len(b) == 0: continue
             xb, yb, ib = data.x[b].to(device), data.y[b].to(device), data.idx[b]
             if loss_fn is None: out = model(xb); losses = F.cross_entropy(out, yb, reduction='none')
             else: out, losses = loss_fn(model, xb, yb, ib.to(device))
@@ -460,7 +468,8 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         cache:Cache|None=None, # artifact cache (None: no caching)
         kind:str='model', # cache folder, e.g. 'original' or 'oracle'
         record=None, # recorders: a list of names or {name: options} (see RECORDERS)
-        desc:str='train'): # progress-bar label
+        desc:str='train', # progress-bar label
+        order_of=None): # positions of a run whose shuffled batches to share, minus the examples not in `positions` (None: its own order)
     "Train (or load) a model from scratch; returns `(model, run)`, run = {'history', 'records', 'seconds', 'positions'}."
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
     seed = check_seed(seed)
@@ -468,13 +477,20 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
     recs = make_recorders(record)
     cfg = _fit_key(data, model_cfg, recipe, seed, pos)
     if recs: cfg['record'] = {n: r.config() for n, r in recs.items()}
+    if order_of is not None:
+        oo = check_positions(order_of, len(data.train), 'order_of')
+        out = np.setdiff1d(pos, oo)
+        if out.size: raise BadIndicesError(f"positions holds {int(out[0])}, which order_of does not: an order shared with another run covers all of this run's examples")
+        if recs: raise BadValueError("record and order_of together are not supported: recorders follow a run's own examples")
+        cfg['order_of'] = content_hash(oo)  # only when set: the keys of every other run are unchanged
     model = model_for(data, model_cfg, seed=seed)
     def compute():
         sub = data.train.subset(pos)
         for r in recs.values(): r.start(model, sub, recipe)
         t0 = time.perf_counter()
-        m, h = train(model, sub, recipe, seed=seed, desc=desc, on_step=[r.on_step for r in recs.values()],
-                     on_epoch=[r.on_epoch for r in recs.values()])
+        if order_of is None:
+            m, h = train(model, sub, recipe, seed=seed, desc=desc, on_step=[r.on_step for r in recs.values()], on_epoch=[r.on_epoch for r in recs.values()])
+        else: m, h = train(model, data.train.subset(oo), recipe, seed=seed, desc=desc, keep=torch.from_numpy(np.isin(oo, pos)))
         check_not_collapsed(predict(m, sub)['probs'], desc)  # never cache a collapsed model as a result
         st = _state(m); bad = _not_finite(st)
         if bad: raise FloatingPointError(f"{desc}: {bad[0]} became non-finite; lower the learning rate")
