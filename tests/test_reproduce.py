@@ -228,8 +228,9 @@ def test_privacy_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, 
     assert r.returncode == 1 and '12_privacy.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'privacy').exists()  # nothing trained, nothing written
 
-PRIVACY_FILES = ['originals.csv', 'privacy_score_distributions.png', 'steps_to_unlearn.csv', 'steps_vs_sets.png', 'privacy_vs_difficulty.csv',
-                 'privacy_vs_difficulty.png', 'top_sets.csv', 'top_sets.png', 'loss_barriers.csv', 'loss_barriers.png', 'claims.csv', 'claims.md', 'README.md']
+PRIVACY_FILES = ['originals.csv', 'privacy_score_distributions.png', 'seed_agreement.csv', 'steps_to_unlearn.csv', 'censoring.csv', 'steps_vs_sets.png',
+                 'privacy_vs_difficulty.csv', 'privacy_vs_difficulty.png', 'top_sets.csv', 'top_sets.png', 'loss_barriers.csv', 'loss_barriers.png',
+                 'claims.csv', 'claims.md', '12_privacy.ipynb', 'README.md']
 
 def test_committed_cpu_privacy_results_are_complete():
     d = ROOT/'figures'/'cpu'/'privacy'
@@ -239,3 +240,6 @@ def test_committed_cpu_privacy_results_are_complete():
     assert (orig[orig.original == 'sgd'].train_acc >= 0.99).all()  # the SGD original interpolates
     steps = pd.read_csv(d/'steps_to_unlearn.csv')
     assert set(steps.set) == {'S1', 'S2', 'S3', 'S4', 'S5'}
+    assert steps.seed.nunique() >= 3 and (steps.ended <= steps.planned).all()  # several originals; no run past its budget
+    claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
+    assert (claims.test != 'point estimate (no paired test yet)').all() and set(claims.verdict) <= {'holds', 'fails', 'inconclusive', 'n/a'}

@@ -11,9 +11,9 @@ __all__ = ['RUN_PARAMS', 'FORGET_KINDS', 'OBJECTIVE', 'STOP_RULES', 'CLAIM_COLUM
            'run_job', 'tune_job', 'run_jobs', 'hparams_path', 'paper_paths', 'tune_methods', 'tuned_values',
            'oracle_targets', 'steps_to_unlearn', 'original_spec', 'load_original', 'steps_job', 'summarise', 'fmt_ci',
            'ci_lines', 'ci_bars', 'ci_grid', 'Claim', 'if_fitted', 'claims_table', 'plural', 'save_claims',
-           'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'spearman_verdict', 'censored_trend_verdict',
-           'oracle_run', 'runs_table', 'run_flags', 'reference_table', 'cost_vs_oracle', 'best_of', 'flags_of',
-           'smallest_abs', 'check_written']
+           'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'verdict_of_all', 'spearman_verdict',
+           'censored_trend_verdict', 'oracle_run', 'runs_table', 'run_flags', 'reference_table', 'cost_vs_oracle',
+           'best_of', 'flags_of', 'smallest_abs', 'check_written']
 
 # %% ../nbs/09_experiment.ipynb #3da7136e
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -858,6 +858,9 @@ def paired_verdict(a, # one value per seed of the claimed-better thing (e.g. RUM
                    seed:int=0) -> Verdict: # seed of the bootstrap
     "The claim 'a - b is on `side` of `threshold`', decided from per-seed paired differences."
     side, threshold = _side(side, threshold)
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):  # paired by index (the seed)
+        if set(a.index) != set(b.index): raise BadValueError(f"a and b must hold the same seeds: {sorted(a.index)} and {sorted(b.index)}")
+        b = b.reindex(a.index)
     a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
     if len(a) != len(b): raise BadValueError(f"a and b must be paired per seed: {len(a)} and {len(b)} values")
     d = a - b
@@ -872,6 +875,16 @@ def paired_verdict(a, # one value per seed of the claimed-better thing (e.g. RUM
         ci = _bootstrap(d, conf, n_boot, seed)
         low, high, test = float(ci.low), float(ci.high), f"paired bootstrap (BCa), {n} seeds"
     return Verdict(m, float(low), float(high), n, mde_paired(sd, n, conf), _decide(low, high, side, threshold), test)
+
+def verdict_of_all(vs:dict, # name -> Verdict, e.g. one per compared method
+                   what:str) -> Verdict: # what the names are, for the test text ('other method')
+    "A claim made of several comparisons: holds when all hold, fails when any fails, else inconclusive; the weakest comparison's evidence."
+    if not vs: raise BadValueError("verdict_of_all needs at least one verdict")
+    order = {'fails': 0, 'inconclusive': 1, 'holds': 2}  # the weakest: a failure, then an inconclusive one, then the lowest interval end
+    weak = min(vs, key=lambda k: (order[vs[k].verdict], vs[k].low if np.isfinite(vs[k].low) else np.inf)); w = vs[weak]
+    outs = {v.verdict for v in vs.values()}
+    agg = 'fails' if 'fails' in outs else ('holds' if outs == {'holds'} else 'inconclusive')
+    return Verdict(w.effect, w.low, w.high, w.n, w.mde, agg, f"{w.test}; {len(vs)} comparisons (per {what}), the weakest shown: {weak}")
 
 def spearman_verdict(x, # e.g. the set's rank (S1 = 0 ... S5 = 4), repeated per seed
                      y, # e.g. steps to unlearn
