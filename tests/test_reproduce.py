@@ -123,8 +123,10 @@ def test_committed_cpu_results_are_complete():
     _check_del_run(d, ['seeds=[0, 1, 2]'])  # the cpu row of the scale table changes no list but the seeds
     ref = pd.read_csv(d/'oracle_reference_per_seed.csv')
     assert (ref.original_train_acc >= 0.99).all()  # the cpu preset interpolates
-    assert (d/'README.md').exists()
+    assert (d/'README.md').exists() and (d/'11_del.ipynb').exists()  # the executed notebook beside its results
     assert (ROOT/'nbs'/'hparams'/'del_cpu.yaml').stat().st_size > 0
+    claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
+    assert (claims.test != 'point estimate (no paired test yet)').all()  # every verdict from a paired test
 
 def test_del_tunes_per_forget_kind(tmp_path):
     # the paper's protocol (the `paper` default): separate studies on an IID and a non-IID forget set, saved to a YAML of our choosing
