@@ -55,3 +55,5 @@ def test_committed_cpu_results_are_complete():
     assert set(runs.variant) >= {'RUM^F', 'vanilla', 'shuffle', 'original'} and runs[runs.group == 'sequential'].step.max() == 5
     assert runs[['tow', 'tow_mia']].apply(lambda c: c.between(0, 1)).all().all()
     assert (ROOT/'nbs'/'hparams'/'rum_cpu.yaml').stat().st_size > 0
+    claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
+    assert (claims.test != 'point estimate (no paired test yet)').all() and (d/'13_rum.ipynb').exists()  # paired verdicts; the executed notebook beside them
