@@ -11,7 +11,7 @@ __all__ = ['UNLEARNERS', 'GUARD', 'PAPER_HP', 'PAPER_HP_NONIID', 'Cost', 'traini
            'paper_hp']
 
 # %% ../nbs/06_unlearning.ipynb #0d15ced4
-import math, time, copy, types, warnings, contextvars
+import math, time, copy, types, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field, fields, replace
 from typing import Callable, ClassVar, Union, get_args, get_origin
@@ -158,7 +158,7 @@ UNLEARNERS = Registry('unlearner')
 
 def register_unlearner(name:str, # registry name
                        hp_cls:type): # its hyperparameter dataclass
-    "Decorator: register `f(model, retain, forget, mask, seed, hp, cost) -> model` with its hyperparameters."
+    "Decorator: register `f(model, retain, forget, mask, seed, hp, cost, on_step) -> model` with its hyperparameters."
     def _inner(f):
         f.HP = hp_cls; hp_cls.unlearner = name  # messages name the method
         return UNLEARNERS.register(name)(f)
@@ -219,6 +219,7 @@ def masked_train(model:nn.Module, # model to train in place
                  mask:Mask|None=None, # selected entries (None: all)
                  loss_fn:Callable|None=None, # (model, x, y, idx) -> (logits, per-example losses); default cross-entropy
                  grad_fn:Callable|None=None, # (name, param, epoch) adds extra terms to param.grad (before weight decay and mask)
+                 on_step:Callable|None=None, # the caller's monitor f(Step) before every update (`Step.step`: the cost's updates so far); may raise StopTraining
                  desc:str='unlearn'): # progress label, also used in notes
     "`models.train` with masked updates, weight decay on selected entries only, a divergence guard and cost accounting."
     device = get_device(); model.to(device)
@@ -245,8 +246,7 @@ def masked_train(model:nn.Module, # model to train in place
                 if hp.weight_decay: p.grad.add_(p, alpha=hp.weight_decay)
                 if sel is not None: p.grad.mul_(sel[n])
     def count(s): cost.steps += 1; cost.examples += pending[0]; pending[0] = 0
-    mon = _MONITOR.get()
-    hooks = ([lambda s: mon(replace(s, step=cost.steps))] if mon is not None else []) + [count]  # a monitor may stop before the count
+    hooks = ([lambda s: on_step(replace(s, step=cost.steps))] if on_step is not None else []) + [count]  # a monitor may stop before the count
     def _restore(why):
         model.load_state_dict(snap); cost.diverged = cost.stopped_early = True
         msg = f"{why}; stopped after {cost.steps - step0} steps and restored the last weights with a finite loss"
@@ -294,8 +294,6 @@ def _check_data(model:nn.Module, retain:TensorData, forget:TensorData):
     both = np.intersect1d(retain.idx.cpu().numpy(), forget.idx.cpu().numpy())
     if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set ({both.size} overlap); they must be disjoint")
 
-_MONITOR = contextvars.ContextVar('unlearnrepro_monitor', default=None)
-
 def unlearn(name:str, # a name in UNLEARNERS
             model:nn.Module, # the original model (not modified: the method works on a copy)
             retain:TensorData, # examples to keep
@@ -315,12 +313,9 @@ def unlearn(name:str, # a name in UNLEARNERS
     cost, t0 = Cost(method=name), time.perf_counter()
     net = copy.deepcopy(model).to(get_device())
     devs = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    token = _MONITOR.set(on_step)
-    try:
-        with torch.random.fork_rng(devices=devs):
-            torch.manual_seed(seed)
-            net = fn(net, retain, forget, mask, seed, h, cost)
-    finally: _MONITOR.reset(token)
+    with torch.random.fork_rng(devices=devs):
+        torch.manual_seed(seed)
+        net = fn(net, retain, forget, mask, seed, h, cost, on_step)  # the monitor is an argument all the way down to `masked_train`
     if retain.y.unique().numel() > 1:  # a collapse is reported, never passed off as a result
         pred = predict(net, retain.subset(range(min(len(retain), 1024))))['logits'].argmax(1)
         if pred.unique().numel() == 1:
@@ -337,12 +332,12 @@ class RetrainHP(TrainHP):
     weight_decay: float = 5e-4
 
 @register_unlearner('retrain', RetrainHP)
-def _retrain(model, retain, forget, mask, seed, hp, cost):
+def _retrain(model, retain, forget, mask, seed, hp, cost, on_step):
     if mask is not None and mask.n_selected < mask.n_total:
         raise BadValueError(f"retrain re-initialises every parameter; got a mask with budget {mask.budget:.3f} (use 'rft' for a masked reset)")
     model, left = fresh_init(model, seed)
     if left: cost.notes.append(f"fallback init for {left}")
-    return masked_train(model, retain, hp, cost, seed, desc='retrain')
+    return masked_train(model, retain, hp, cost, seed, on_step=on_step, desc='retrain')
 
 # %% ../nbs/06_unlearning.ipynb #82b8cc01
 @dataclass
@@ -352,8 +347,8 @@ class FinetuneHP(TrainHP):
     lr: float = 0.05
 
 @register_unlearner('finetune', FinetuneHP)
-def _finetune(model, retain, forget, mask, seed, hp, cost):
-    return masked_train(model, retain, hp, cost, seed, mask, desc='finetune')
+def _finetune(model, retain, forget, mask, seed, hp, cost, on_step):
+    return masked_train(model, retain, hp, cost, seed, mask, on_step=on_step, desc='finetune')
 
 # %% ../nbs/06_unlearning.ipynb #13dabba6
 @dataclass
@@ -368,8 +363,8 @@ def _neg_ce(model, x, y, idx):
     out = model(x); return out, -F.cross_entropy(out, y, reduction='none')
 
 @register_unlearner('neggrad', NegGradHP)
-def _neggrad(model, retain, forget, mask, seed, hp, cost):
-    return masked_train(model, forget, hp, cost, seed, mask, loss_fn=_neg_ce, desc='neggrad')
+def _neggrad(model, retain, forget, mask, seed, hp, cost, on_step):
+    return masked_train(model, forget, hp, cost, seed, mask, loss_fn=_neg_ce, on_step=on_step, desc='neggrad')
 
 # %% ../nbs/06_unlearning.ipynb #8f72dfd9
 @dataclass
@@ -392,14 +387,14 @@ class _Cycle:
         return self.data.x[b].to(device), self.data.y[b].to(device)
 
 @register_unlearner('neggrad_plus', NegGradPlusHP)
-def _neggrad_plus(model, retain, forget, mask, seed, hp, cost):
+def _neggrad_plus(model, retain, forget, mask, seed, hp, cost, on_step):
     stream = _Cycle(forget, hp.forget_batch_size, seed + 1)
     def loss_fn(m, x, y, idx):
         xf, yf = stream.next(x.device)
         out = m(x)
         lf = F.cross_entropy(m(xf), yf)
         return out, hp.retain_weight * F.cross_entropy(out, y, reduction='none') - (1 - hp.retain_weight) * lf
-    masked_train(model, retain, hp, cost, seed, mask, loss_fn=loss_fn, desc='neggrad_plus')
+    masked_train(model, retain, hp, cost, seed, mask, loss_fn=loss_fn, on_step=on_step, desc='neggrad_plus')
     cost.examples += stream.served
     return model
 
@@ -425,10 +420,10 @@ def _n_classes(model, data):
     model.train(was); return c
 
 @register_unlearner('random_label', RandomLabelHP)
-def _random_label(model, retain, forget, mask, seed, hp, cost):
+def _random_label(model, retain, forget, mask, seed, hp, cost, on_step):
     yf = relabel_other(forget.y, _n_classes(model, forget), seed + 1)
     joint = TensorData(torch.cat([retain.x, forget.x]), torch.cat([retain.y, yf]), torch.cat([retain.idx, forget.idx]))
-    return masked_train(model, joint, hp, cost, seed, mask, desc='random_label')
+    return masked_train(model, joint, hp, cost, seed, mask, on_step=on_step, desc='random_label')
 
 # %% ../nbs/06_unlearning.ipynb #a21f9d82
 @dataclass
@@ -440,9 +435,9 @@ class L1SparseHP(TrainHP):
     ranges: ClassVar[dict] = dict(l1_coef=Between(0))
 
 @register_unlearner('l1_sparse', L1SparseHP)
-def _l1_sparse(model, retain, forget, mask, seed, hp, cost):
+def _l1_sparse(model, retain, forget, mask, seed, hp, cost, on_step):
     def grad_fn(n, p, epoch): p.grad.add_(torch.sign(p), alpha=hp.l1_coef * (1 - epoch / max(1, hp.epochs)))
-    return masked_train(model, retain, hp, cost, seed, mask, grad_fn=grad_fn, desc='l1_sparse')
+    return masked_train(model, retain, hp, cost, seed, mask, grad_fn=grad_fn, on_step=on_step, desc='l1_sparse')
 
 # %% ../nbs/06_unlearning.ipynb #2824ef78
 @dataclass
@@ -478,7 +473,7 @@ def _flat(grads:dict, named, sel, device):
     return torch.cat([(g if sel is None else g[sel[n]]).reshape(-1) for g, (n, _) in zip(gs, named)])
 
 @register_unlearner('iu', IUHP)
-def _iu(model, retain, forget, mask, seed, hp, cost):
+def _iu(model, retain, forget, mask, seed, hp, cost, on_step):
     sel = _device_masks(mask, model); named = _selected(model, sel)
     if not named: raise BadValueError("iu: the mask selects no parameter; select at least one entry")
     nf, nr = len(forget), len(retain); n = nf + nr
@@ -527,7 +522,7 @@ def importances(model:nn.Module, # model (put in eval mode)
     return {n: a / nb for (n, _), a in zip(model.named_parameters(), acc)}
 
 @register_unlearner('ssd', SSDHP)
-def _ssd(model, retain, forget, mask, seed, hp, cost):
+def _ssd(model, retain, forget, mask, seed, hp, cost, on_step):
     full = TensorData(torch.cat([retain.x, forget.x]), torch.cat([retain.y, forget.y]), torch.cat([retain.idx, forget.idx]))
     imp_f = importances(model, forget, hp.batch_size, seed)
     imp_d = importances(model, full, hp.batch_size, seed + 1)
@@ -568,7 +563,7 @@ def distill_kl(student_logits:torch.Tensor, # N x C
     return (lt.exp() * (lt - F.log_softmax(student_logits / T, 1))).sum(1) * T * T
 
 @register_unlearner('scrub', ScrubHP)
-def _scrub(model, retain, forget, mask, seed, hp, cost):
+def _scrub(model, retain, forget, mask, seed, hp, cost, on_step):
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     fwd = [0]
     def d(out, x):
@@ -581,9 +576,9 @@ def _scrub(model, retain, forget, mask, seed, hp, cost):
     for e in range(hp.epochs):
         one = TrainHP(**dict(base, epochs=1, lr=lr_at(sched, e), schedule='constant', milestones=()))
         if e < hp.msteps:
-            masked_train(model, forget, replace(one, batch_size=hp.forget_batch_size), cost, seed + e, mask, loss_fn=max_loss, desc=f'scrub max {e}')
+            masked_train(model, forget, replace(one, batch_size=hp.forget_batch_size), cost, seed + e, mask, loss_fn=max_loss, on_step=on_step, desc=f'scrub max {e}')
             if cost.diverged: break
-        masked_train(model, retain, one, cost, seed + e, mask, loss_fn=min_loss, desc=f'scrub min {e}')
+        masked_train(model, retain, one, cost, seed + e, mask, loss_fn=min_loss, on_step=on_step, desc=f'scrub min {e}')
         if cost.diverged: break
     cost.forward_examples += fwd[0]
     return model
@@ -623,13 +618,13 @@ def reset_masked(model:nn.Module, # model, changed in place
     return left
 
 @register_unlearner('rft', RFTHP)
-def _rft(model, retain, forget, mask, seed, hp, cost):
+def _rft(model, retain, forget, mask, seed, hp, cost, on_step):
     if mask is None: raise BadValueError("rft needs a mask (e.g. Mask.full(model) or a localizer's); 'del' localizes by itself")
     left = reset_masked(model, mask, seed)
     if left: cost.notes.append(f"fallback init for {left}")
     tm = with_head(mask, model, hp.head)
     cost.info.update(mask_budget=mask.budget, trained_budget=tm.budget)
-    return masked_train(model, retain, hp, cost, seed, tm, desc='rft')
+    return masked_train(model, retain, hp, cost, seed, tm, on_step=on_step, desc='rft')
 
 # %% ../nbs/06_unlearning.ipynb #23523759
 @dataclass
@@ -642,8 +637,8 @@ class SGLDHP(FinetuneHP):
         return replace(super().recipe(), optimizer='sgld', opt_kw={'sigma': self.sigma})
 
 @register_unlearner('sgld_finetune', SGLDHP)
-def _sgld_finetune(model, retain, forget, mask, seed, hp, cost):
-    return masked_train(model, retain, hp, cost, seed, mask, desc='sgld_finetune')
+def _sgld_finetune(model, retain, forget, mask, seed, hp, cost, on_step):
+    return masked_train(model, retain, hp, cost, seed, mask, on_step=on_step, desc='sgld_finetune')
 
 # %% ../nbs/06_unlearning.ipynb #07287b72
 @dataclass
@@ -669,14 +664,14 @@ def _localized(localizer, model, forget, mask, hp, cost):
     return mask
 
 @register_unlearner('salun', SalunHP)
-def _salun(model, retain, forget, mask, seed, hp, cost):
+def _salun(model, retain, forget, mask, seed, hp, cost, on_step):
     mask = _localized('salloc', model, forget, mask, hp, cost)
-    return _random_label(model, retain, forget, mask, seed, hp, cost)
+    return _random_label(model, retain, forget, mask, seed, hp, cost, on_step)
 
 @register_unlearner('del', DelHP)
-def _del(model, retain, forget, mask, seed, hp, cost):
+def _del(model, retain, forget, mask, seed, hp, cost, on_step):
     mask = _localized('del', model, forget, mask, hp, cost)
-    return _rft(model, retain, forget, mask, seed, hp, cost)
+    return _rft(model, retain, forget, mask, seed, hp, cost, on_step)
 
 # %% ../nbs/06_unlearning.ipynb #f9b96257
 def _ranked(s, rng):
@@ -774,17 +769,16 @@ def _join(a:TensorData, b:TensorData) -> TensorData:
     return TensorData(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), torch.cat([a.idx, b.idx]))
 
 @register_unlearner('rum', RUMHP)
-def _rum(model, retain, forget, mask, seed, hp, cost):
+def _rum(model, retain, forget, mask, seed, hp, cost, on_step):
     if not hp.strata: raise BadValueError("rum needs strata: lists of forget-set idx values (see `refine`)")
     _check_strata(hp.strata, forget.idx.cpu().numpy())
     fidx = forget.idx.cpu().numpy()
-    mon = _MONITOR.get()  # the caller's on_step sees every step's updates, counted across strata; a stop ends RUM there
     for i, (st, name, h) in enumerate(zip(hp.strata, hp.unlearners, hp.hps)):
         f_i = _select(forget, st)
         if name is None: cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=None)); continue
         later = [int(v) for s_j in hp.strata[i + 1:] for v in s_j]  # progressive: only strata still to come are retained, never S outside the strata
         r_i = retain if hp.retain_mode == 'strict' else _join(retain, forget.subset(np.flatnonzero(np.isin(fidx, np.asarray(later, dtype=np.int64)))))
-        inner = None if mon is None else (lambda s, done=cost.steps: mon(replace(s, step=s.step + done)))
+        inner = None if on_step is None else (lambda s, done=cost.steps: on_step(replace(s, step=s.step + done)))  # the caller's monitor sees every step's updates, counted across strata; a stop ends RUM there
         model, c = unlearn(name, model, r_i, f_i, mask=mask, seed=seed + i, on_step=inner, **h)
         cost += c
         cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=name, n_forget=len(f_i), n_retain=len(r_i), examples=c.examples))
