@@ -9,11 +9,11 @@ __all__ = ['RUN_PARAMS', 'FORGET_KINDS', 'OBJECTIVE', 'STOP_RULES', 'CLAIM_COLUM
            'finite_metrics', 'gap_objective', 'objective_text', 'select_trial', 'suggest', 'study_seed', 'make_sampler',
            'edge_flags', 'tune', 'save_yaml', 'scenario_spec', 'load_scenario', 'scenario_job', 'load_scenarios',
            'run_job', 'tune_job', 'run_jobs', 'hparams_path', 'paper_paths', 'tune_methods', 'tuned_values',
-           'oracle_targets', 'steps_to_unlearn', 'original_spec', 'load_original', 'steps_job', 'summarise', 'fmt_ci',
-           'ci_lines', 'ci_bars', 'ci_grid', 'Claim', 'if_fitted', 'claims_table', 'plural', 'save_claims',
-           'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'verdict_of_all', 'spearman_verdict',
-           'censored_trend_verdict', 'oracle_run', 'runs_table', 'run_flags', 'reference_table', 'cost_vs_oracle',
-           'best_of', 'flags_of', 'smallest_abs', 'check_written']
+           'oracle_targets', 'steps_to_unlearn', 'original_spec', 'load_original', 'steps_job', 'seq_chain',
+           'summarise', 'fmt_ci', 'ci_lines', 'ci_bars', 'ci_grid', 'Claim', 'if_fitted', 'claims_table', 'plural',
+           'save_claims', 'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'verdict_of_all',
+           'spearman_verdict', 'censored_trend_verdict', 'oracle_run', 'runs_table', 'run_flags', 'reference_table',
+           'cost_vs_oracle', 'best_of', 'flags_of', 'smallest_abs', 'check_written']
 
 # %% ../nbs/09_experiment.ipynb #3da7136e
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -658,6 +658,53 @@ def steps_job(spec:dict, # an `original_spec`
                eval_every=eval_every, seed=seed, k=k, fields=3)  # fields 3: the result records where the run ended
     compute = lambda: steps_to_unlearn(model, data.train.subset(r), data.train.subset(f), data.test, unlearner, hp, targets, eval_every, seed, k)
     return Cache(spec['cache']).get('steps', key, compute)
+
+# %% ../nbs/09_experiment.ipynb #9e7231b9
+def seq_chain(data_cfg:dict, # load_dataset arguments
+              pair_cfg:dict, # {'model': ..., 'train': recipe} of the pair
+              seed:int, # seed of the original, the strata and the unlearner
+              mode:str, # 'vanilla' or 'rum'
+              unlearner:str, # the algorithm at every step
+              hp:dict, # its hyperparameters
+              n_per:int, # examples per stratum
+              steps:int, # sequential steps
+              retain_mode:str, # RUM's retain mode ('progressive' or 'strict')
+              mia_seed:int, # seed of the SVC MIA's shadow draw
+              cache_root:str, # the artifact cache
+              record:dict|None) -> dict: # recorders of the original (part of its key)
+    "One chain of sequential unlearning: per step its metrics, its oracle's and its cost; and the holdout scores of every model of the chain."
+    from .memorization import holdout_retraining, memorization_like
+    from .unlearning import refine
+    if mode not in ('vanilla', 'rum'): raise BadValueError(f"mode={mode!r} is not allowed; choose 'vanilla' or 'rum'")
+    data, cache = load_dataset(**data_cfg), Cache(cache_root)
+    model, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, cache=cache, kind='original', record=record)
+    key = dict(data=data.config, model=pair_cfg['model'], recipe=pair_cfg['train'], record=record, seed=seed, mode=mode, unlearner=unlearner,
+               hp=hp, n_per=n_per, retain_mode=retain_mode, mia_seed=mia_seed)
+    pool, out, holdout = np.arange(len(data.train)), [], []
+    for k in range(1, steps + 1):
+        def step():
+            ho, info = holdout_retraining(model, data, seed=seed)
+            strata = [pool[x] for x in refine(memorization_like('holdout_retraining', ho)[pool], 3, size=n_per, centre='median', seed=seed + 1000 * k)]
+            f = np.sort(np.concatenate(strata)); rest = np.setdiff1d(pool, f)
+            forget, retain = data.train.subset(f), data.train.subset(rest)
+            if mode == 'vanilla': m, c = unlearn(unlearner, model, retain, forget, seed=seed, **hp)
+            else: m, c = unlearn('rum', model, retain, forget, seed=seed, strata=[x.tolist() for x in strata], unlearners=[unlearner], hps=[hp],
+                                 retain_mode=retain_mode)
+            oracle, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, positions=rest, cache=cache, kind='oracle')
+            splits = {'forget': forget, 'retain': retain, 'test': data.test}
+            return dict(state_dict={n: v.detach().cpu() for n, v in m.state_dict().items()}, holdout=torch.as_tensor(ho), forget=torch.as_tensor(f),
+                        metrics=scenario_metrics(m, splits, mia_seed), oracle=scenario_metrics(oracle, splits, mia_seed),
+                        cost={n: float(v) for n, v in c.as_dict().items() if isinstance(v, (int, float, bool))}, holdout_seconds=float(info['seconds']))
+        art = cache.get('rum_sequential', dict(key, step=k), step)
+        model = model_for(data, pair_cfg['model']); model.load_state_dict(art['state_dict']); model = model.to(get_device()).eval()
+        pool = np.setdiff1d(pool, art['forget'].numpy())
+        out.append(dict(step=k, n_forget=len(art['forget']), pool=len(pool), **art['metrics'], **{f'oracle_{n}': v for n, v in art['oracle'].items()},
+                        examples=art['cost']['examples'], seconds=art['cost']['seconds'], holdout_seconds=art['holdout_seconds'],
+                        **{n: art['cost'].get(n, 0.0) for n in ('diverged', 'collapsed')}))
+        holdout.append(art['holdout'].numpy())
+    last = cache.get('rum_sequential_holdout', dict(key, step=steps), lambda: dict(holdout=torch.as_tensor(holdout_retraining(model, data, seed=seed)[0])))
+    return dict(rows=out, holdout=holdout + [last['holdout'].numpy()])
+
 
 # %% ../nbs/09_experiment.ipynb #984674f1
 def summarise(df:pd.DataFrame, # one row per run (and seed)
