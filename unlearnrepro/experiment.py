@@ -659,7 +659,7 @@ def steps_job(spec:dict, # an `original_spec`
     compute = lambda: steps_to_unlearn(model, data.train.subset(r), data.train.subset(f), data.test, unlearner, hp, targets, eval_every, seed, k)
     return Cache(spec['cache']).get('steps', key, compute)
 
-# %% ../nbs/09_experiment.ipynb #9e7231b9
+# %% ../nbs/09_experiment.ipynb #61b26cd5
 def seq_chain(data_cfg:dict, # load_dataset arguments
               pair_cfg:dict, # {'model': ..., 'train': recipe} of the pair
               seed:int, # seed of the original, the strata and the unlearner
