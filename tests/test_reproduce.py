@@ -232,7 +232,7 @@ def test_privacy_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, 
 
 PRIVACY_FILES = ['originals.csv', 'privacy_score_distributions.png', 'seed_agreement.csv', 'steps_to_unlearn.csv', 'censoring.csv', 'steps_vs_sets.png',
                  'privacy_vs_difficulty.csv', 'privacy_vs_difficulty.png', 'top_sets.csv', 'top_sets.png', 'loss_barriers.csv', 'loss_barriers.png',
-                 'claims.csv', 'claims.md', '12_privacy.ipynb', 'README.md']
+                 'claims.csv', 'claims.md', 'tuning_trials.csv', '12_privacy.ipynb', 'README.md']
 
 def test_committed_cpu_privacy_results_are_complete():
     d = ROOT/'figures'/'cpu'/'privacy'
