@@ -294,3 +294,20 @@ def test_loss_mia_auc_never_below_chance_and_scale_free():
     t2 = t.copy(); t2[::100] *= 1e4
     pairs = stats.mannwhitneyu(f, t2).statistic / (len(f) * len(t2))
     assert loss_mia_auc(f, t2) == pytest.approx(pairs, abs=0.03) and pairs > 0.6
+
+
+@pytest.mark.parametrize('kind', ['confidence', 'entropy', 'm_entropy'])
+def test_svc_mia_keeps_its_answer_under_a_heavy_tail(kind):
+    """The loss attack's failure mode, checked on the SVC attack: a few extreme feature values among the non-member
+    shadows (1 in 100 test examples predicted with true-class probability 1e-25, where `m_entropy` is near its clamp)
+    must not change what the attack says about a forget set that looks like members (about 0 called non-members) or like
+    non-members (about 1). The features are bounded or clamped, and the RBF SVC learns no single global direction."""
+    rng = np.random.default_rng(0); C, n = 10, 400
+    def probs(py):  # true class 0 with probability py, the rest spread evenly
+        p = np.tile((1 - py)[:, None] / (C - 1), (1, C)); p[:, 0] = py; return p
+    members, nonmembers = probs(rng.uniform(0.97, 0.999, n)), probs(rng.uniform(0.3, 0.6, n))
+    heavy = nonmembers.copy(); heavy[::100] = probs(np.full(len(heavy[::100]), 1e-25))
+    f = lambda p: mia_features(p, np.zeros(len(p), dtype=np.int64), kind)  # every example of class 0
+    for shadow_out in (nonmembers, heavy):
+        assert svc_mia(f(members), f(shadow_out), f(probs(rng.uniform(0.97, 0.999, 200)))) < 0.05  # looks like members
+        assert svc_mia(f(members), f(shadow_out), f(probs(rng.uniform(0.3, 0.6, 200)))) > 0.95  # looks like non-members
