@@ -1001,7 +1001,7 @@ def censored_trend_verdict(x, # covariate per run, e.g. the forget set's rank (S
         low = high = eff = float('nan'); test = f"log-rank trend test z={z:+.2f}, p={p:.2g} (Cox estimate not finite: complete separation), {what}"
     else:
         eff, h = -b, zc * se; low, high = eff - h, eff + h
-        verdict = _decide(low, high, side, 0.0) if side == 'greater' else _decide(low, high, 'less', 0.0)
+        verdict = _decide(low, high, side, 0.0)
         test = f"Cox (Efron ties{', strata' if strata is not None else ''}), Wald interval of -log HR per unit, {what}"
     if cen > max_censored and verdict != 'inconclusive':
         verdict, test = 'inconclusive', test + f"; mostly censored ({cen:.0%} > {max_censored:.0%}): no verdict"
