@@ -27,7 +27,7 @@ from .core import *
 from .data import *
 from .models import *
 from .localization import Mask, LOCALIZERS, localize, cached_localize
-from .unlearning import UNLEARNERS, GUARD, unlearn, make_hp, search_space
+from .unlearning import UNLEARNERS, GUARD, RUM_LOG, unlearn, make_hp, search_space
 from .metrics import evaluate, population_mia, mean_ci, tow, tow_mia, loss_mia_auc
 
 # %% ../nbs/09_experiment.ipynb #3abbde23
@@ -235,19 +235,21 @@ def run_unlearning(S:Scenario, # the scenario
             m, cost = unlearn(unlearner, S.original, S.splits['retain'], S.splits['forget'], mask=mask, seed=S.seed, **hp)
             c = {k: v for k, v in cost.as_dict().items() if isinstance(v, (int, float, bool))}
             c['budget'] = mask.budget if mask is not None else cost.info.get('mask_budget', 1.0)
+            c.update(cost.info.get('log', {}))  # a method's own numbers per step (RUM's step log), returned with the metrics
             return dict(state_dict=_state(m), cost=c, guard=GUARD)
-        art = cache.get('unlearned', key, unlearned, check=_guarded(lambda a: a['cost'])) if cache is not None else unlearned()
+        art = cache.get('unlearned', key, unlearned, check=_guarded(lambda a: a['cost'], unlearner)) if cache is not None else unlearned()
         m = model_for(S.data, S.cfg['model']); m.load_state_dict(art['state_dict'])
         return dict(**fn(m.to(get_device()).eval(), S), **{k: float(v) for k, v in art['cost'].items()}, guard=GUARD)
-    out = dict(cache.get('run_metrics', mkey, compute, check=_guarded(lambda o: o)) if cache is not None else compute())
+    out = dict(cache.get('run_metrics', mkey, compute, check=_guarded(lambda o: o, unlearner)) if cache is not None else compute())
     out.pop('guard', None)
     if metrics is finite_metrics: out.setdefault('nonfinite', 0.0)  # stored by the default, which refuses non-finite outputs
     return out
 
-def _guarded(cost_of:Callable):
-    "A cache `check`: a diverged run restored by an older divergence guard is recomputed (its restored weights may be wrong)."
+def _guarded(cost_of:Callable, unlearner:str|None=None):
+    "A cache `check`: a diverged run restored by an older divergence guard is recomputed (its restored weights may be wrong), so is a RUM run without the current step log."
     def check(a):
         if cost_of(a).get('diverged') and a.get('guard', 1) < GUARD: raise CorruptArtifactError("records a diverged run restored by an older divergence guard")
+        if unlearner == 'rum' and cost_of(a).get('rum_log', 0) < RUM_LOG: raise CorruptArtifactError("a RUM run from before its step log (and SalUn's original-model mask)")
     return check
 
 def finite_metrics(m:nn.Module, # an unlearned model
@@ -435,16 +437,19 @@ def tune_job(spec:dict, # scenario to tune on
              space:dict|None=None, # search space (None: the unlearner's declared `search_space`)
              fixed:dict|None=None, # hyperparameters held fixed in every trial (e.g. an epochs budget)
              metrics:Callable|None=None, # (model, S) -> metrics, as in `run_unlearning` (e.g. `finite_metrics`)
-             first:list|None=None) -> dict: # hyperparameter dicts tried first (the paper's values), within the space
+             first:list|None=None, # hyperparameter dicts tried first (the paper's values), within the space
+             rum_step:dict|None=None) -> dict: # tune one step of RUM instead: {'strata', 'step', 'hps' of the steps before, 'retain_mode'} (see below)
     "Job: tune one method on one scenario; returns {'chosen': hp, 'flags': '...', 'trials': [{'number', 'value', 'no_op', 'objective', **params}]}."
     S = load_scenario(spec); cache = Cache(spec['cache']); fixed = dict(fixed or {})
     one = 1 / len(S.splits['forget']) + 1e-9  # one forget example, in accuracy
+    def run(hp): return run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults, metrics=metrics), S.oracle, S.reference['forget_acc']
+    if rum_step is not None: run, one = _rum_step_run(S, unlearner, rum_step, cache, metrics)
     def obj(hp):  # NaN (a failed Optuna trial): values the method refuses although the space allows them, or a diverged run
         hp = {**fixed, **hp}
         try: make_hp(unlearner, **hp)
         except BadValueError: return float('nan')
-        r = run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults, metrics=metrics)
-        return gap_objective(r, S.oracle, objective_keys), {'no_op': bool(abs(r['forget_acc'] - S.reference['forget_acc']) <= one)}
+        r, oracle, before = run(hp)
+        return gap_objective(r, oracle, objective_keys), {'no_op': bool(abs(r['forget_acc'] - before) <= one)}
     space = search_space(unlearner, max_epochs) if space is None else {k: tuple(v) for k, v in space.items()}
     space = {k: v for k, v in space.items() if k not in fixed}
     first = [{k: v for k, v in p.items() if k not in fixed} for p in (first or [])]
@@ -494,6 +499,22 @@ def _job_key(job:dict, i:int):
     try: return canonical_json(job)
     except (UnlearnReproError, TypeError, ValueError): return ('job', i)
 
+# %% ../nbs/09_experiment.ipynb #1bd8ac0f
+def _rum_step_run(S:Scenario, unlearner:str, rum_step:dict, cache, metrics):
+    "For `tune_job`: (hp -> (metrics of the model after step k with the forget accuracy of stratum k, oracle's, accuracy before), one example of stratum k)."
+    strata = [[int(v) for v in st] for st in rum_step['strata']]; k = check_int('rum_step step', rum_step['step'], 0, len(strata) - 1)
+    done = [dict(h) for h in rum_step.get('hps', [])]
+    if len(done) != k: raise BadValueError(f"rum_step: step {k} needs the values of the {k} steps before it, got {len(done)}")
+    pos = np.flatnonzero(np.isin(S.data.train.idx.cpu().numpy(), strata[k]))
+    oracle = dict(S.oracle, forget_acc=accuracy(S.oracle_model, S.data.train.subset(pos)))
+    names = [unlearner] * (k + 1) + [None] * (len(strata) - k - 1)
+    def run(hp):
+        rhp = dict(strata=strata, unlearners=names, hps=done + [hp] + [{}] * (len(strata) - k - 1), retain_mode=rum_step.get('retain_mode', 'progressive'))
+        r = run_unlearning(S, 'rum', None, None, rhp, cache=cache, metrics=metrics)
+        fa = r[f'step{k + 1}_acc_{k}'] if r.get('nonfinite') != 1 else float('nan')  # non-finite outputs: a failed trial, as for any run
+        return dict(r, forget_acc=fa), oracle, r[f'step{k}_acc_{k}']
+    return run, 1 / len(strata[k]) + 1e-9
+
 # %% ../nbs/09_experiment.ipynb #36d87195
 def hparams_path(paper:str, # 'del', 'privacy', 'rum'
                  preset:str, # the preset
@@ -520,6 +541,7 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
                  job:Callable=tune_job, # the tuning job
                  save_to:str|Path|None=None, # after tuning, this run's chosen values go here (e.g. <results>/hparams.yaml)
                  save:bool=False, # also rewrite `hp_file` (the committed YAML) with them; only when asked (`save_hparams`)
+                 trials_out:list|None=None, # append every trial (a dict per row of the trials table) here, e.g. to write one table after several rounds
                  **common) -> dict: # arguments of every job (n_trials, tol, max_epochs, ...)
     "Tune every method of `todo` (or read the committed values); returns the chosen hyperparameters by key."
     hp_file = Path(hp_file)
@@ -532,7 +554,9 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
         chosen.update({key: r['chosen'] for key, r in zip(todo, res)})
         if save_to is not None: save_yaml(save_to, {k: chosen[k] for k in sorted(todo)})
         if save: save_yaml(hp_file, dict(sorted(chosen.items())))
-        if trials_to is not None: save_table(pd.DataFrame([dict(method=key, flags=r.get('flags', ''), **t) for key, r in zip(todo, res) for t in r['trials']]), trials_to)
+        rows = [dict(method=key, flags=r.get('flags', ''), **t) for key, r in zip(todo, res) for t in r['trials']]
+        if trials_out is not None: trials_out.extend(rows)
+        if trials_to is not None: save_table(pd.DataFrame(rows), trials_to)
     return tuned_values(hp_file, todo, chosen)
 
 def _read_yaml(path:Path) -> dict:
