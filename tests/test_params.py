@@ -40,7 +40,8 @@ BAD = [('11_del.ipynb', dict(max_epochs=0), 'max_epochs=0'), ('11_del.ipynb', di
        ('13_rum.ipynb', dict(unlearners=['rum']), "unlearners[0]='rum' is not allowed"),  # RUM is the meta-algorithm around them
        ('13_rum.ipynb', dict(seq_unlearner='neggrad_pluss'), "seq_unlearner='neggrad_pluss' is not allowed"),
        ('13_rum.ipynb', dict(seq_pairs=['fmnist_mlp']), "seq_pairs[0]='fmnist_mlp' is not allowed: choose one of: digits_mlp"),  # not among pairs
-       ('13_rum.ipynb', dict(retain_mode='lazy'), "choose one of: progressive, strict"), ('13_rum.ipynb', dict(n_per=0), "n_per=0 is not allowed"),
+       ('13_rum.ipynb', dict(retain_modes=['lazy']), "choose one of: progressive, strict"),
+       ('13_rum.ipynb', dict(refine_by=['confidence']), "it must include 'memorization'"), ('13_rum.ipynb', dict(n_per=0), "n_per=0 is not allowed"),
        ('13_rum.ipynb', dict(n_per=None, stratum_frac=1e-4), "at least 1 per stratum"),
        ('13_rum.ipynb', dict(seq_steps=25), "25 sequential steps"),  # 25 x 3 x 20 > 1,237
        ('13_rum.ipynb', dict(mem_k=1), "mem_k=1 is not allowed"), ('13_rum.ipynb', dict(seeds=[0, 100]), "tune_seed=100 is also in seeds"),

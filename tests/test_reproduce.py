@@ -151,7 +151,7 @@ def test_del_valid_subsets_run_to_the_end(tmp_path, params):
     _check_del_run(tmp_path/'f'/'tiny'/'del', params)
 
 @pytest.mark.parametrize('exp, params', [('privacy', ["metrics=[]", "methods=[]", "rules=['forget_acc']"]),
-                                         ('rum', ["unlearners=['finetune']", "refine_by=['confidence']", "seq_pairs=[]"])])
+                                         ('rum', ["unlearners=['finetune']", "refine_by=['memorization', 'confidence']", "seq_pairs=[]"])])
 def test_privacy_and_rum_valid_subsets_run_to_the_end(tmp_path, exp, params):
     "Subsets of the privacy and RUM list parameters (an empty metrics list used to crash the privacy notebook's heatmap)."
     ps = [x for p in params for x in ('-p', p)]

@@ -25,34 +25,39 @@ def test_bad_parameters_fail_before_any_work(tmp_path, tmp_cache, params, named)
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'rum').exists()  # nothing trained, nothing written
 
 def test_valid_subsets_run_to_the_end(tmp_path):
-    "Another algorithm, a single refinement score, strict retain sets, no sequential experiment, values from a YAML: runs to the end."
+    "Another algorithm, memorization and one proxy, the strict retain mode only, no sequential experiment, values from a YAML: runs to the end."
     hp = tmp_path/'hp.yaml'
-    ok, out = _run(tmp_path, dict(unlearners=['random_label'], refine_by=['holdout_retraining'], proxies=['confidence'], retain_mode='strict',
-                                  seq_pairs=[], hparams_file=str(hp), save_hparams=True))  # saved there, then
+    params = dict(unlearners=['random_label'], refine_by=['memorization', 'holdout_retraining'], proxies=['confidence'], retain_modes=['strict'],
+                  seq_pairs=[], hparams_file=str(hp))
+    ok, out = _run(tmp_path, dict(params, save_hparams=True))  # saved there, then
     assert ok, out[-3000:]
     d = tmp_path/'f'/'tiny'/'rum'
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
-    assert set(claims.verdict) <= {'holds', 'fails', 'inconclusive', 'n/a'} and (claims.verdict[claims.claim.str.contains('on par')] == 'n/a').all()  # no memorization-refined RUM^F to compare with
+    assert set(claims.verdict) <= {'holds', 'fails', 'inconclusive'}
+    assert not claims.claim.str.contains('progressive').any() and claims.claim.str.contains(r'\[strict\]').any()  # one retain mode: its claims only
     runs = pd.read_csv(d/'all_runs.csv')
     assert set(runs.algorithm) == {'random_label', 'original'} and not (d/'fig3_sequential.png').exists()
-    assert set(yaml.safe_load(hp.read_text())) == {'digits_mlp/random_label'}  # seq_pairs=[]: NegGrad+ is not needed, not tuned
-    ok, out = _run(tmp_path, dict(unlearners=['random_label'], refine_by=['holdout_retraining'], proxies=['confidence'], retain_mode='strict',
-                                  seq_pairs=[], hparams_file=str(hp), tune=False))  # reads the values back
+    assert set(runs.retain_mode) == {'strict', 'none'} and (d/'fig2_tow_strict.png').exists() and not (d/'fig2_tow_progressive.png').exists()
+    steps = {f'digits_mlp/random_label/{v}_strict/step{k}' for v in ('rum', 'shuffle') for k in (1, 2, 3)}
+    assert set(yaml.safe_load(hp.read_text())) == {'digits_mlp/random_label'} | steps  # seq_pairs=[]: NegGrad+ is not needed, not tuned
+    ok, out = _run(tmp_path, dict(params, tune=False))  # reads the values back
     assert ok, out[-3000:]
 
 def test_committed_cpu_results_are_complete():
     d = ROOT/'figures'/'cpu'/'rum'
-    files = ['original_models.csv', 'proxy_correlation.csv', 'proxy_distributions.png', 'proxy_cost.csv', 'forget_sets.csv', 'fig2_tow.png',
-             'fig2_tow.csv', 'strata_hardness.csv', 'fig3_sequential.png', 'fig3_sequential.csv', 'fig7_holdout_shift.png', 'claims.csv',
-             'claims.md', 'all_runs.csv', 'tuning_trials.csv', 'README.md']
+    files = ['original_models.csv', 'proxy_correlation.csv', 'proxy_distributions.png', 'proxy_cost.csv', 'forget_sets.csv', 'fig2_tow_progressive.png',
+             'fig2_tow_strict.png', 'fig2_tow.csv', 'fig2_memorization_strata.csv', 'no_op.csv', 'rum_steps.csv', 'rum_steps.png', 'strata_hardness.csv',
+             'fig3_sequential.png', 'fig3_sequential.csv', 'fig7_holdout_shift.png', 'claims.csv', 'claims.md', 'all_runs.csv', 'tuning_trials.csv', 'README.md']
     missing = [f for f in files if not (d/f).exists() or (d/f).stat().st_size == 0]
     assert not missing, missing
     orig = pd.read_csv(d/'original_models.csv')
     assert len(orig.pair.unique()) >= 2 and (orig.train_acc >= 0.99).all()  # every original interpolates
     runs = pd.read_csv(d/'all_runs.csv')
-    assert sorted(runs.seed.unique()) == [0, 1, 2]
+    assert sorted(runs.seed.unique()) == [0, 1, 2, 3, 4]
     assert {'finetune', 'neggrad_plus', 'l1_sparse', 'random_label', 'salun', 'scrub'} <= set(runs.algorithm)
     assert set(runs.variant) >= {'RUM^F', 'vanilla', 'shuffle', 'original'} and runs[runs.group == 'sequential'].step.max() == 5
+    rum = runs[runs.variant.isin(['RUM^F', 'shuffle'])]
+    assert set(rum.retain_mode) == {'progressive', 'strict'} and set(runs[runs.group == 'stratum'].setting) >= {'fixed', 'tuned'}  # both modes, both budgets
     assert runs[['tow', 'tow_mia']].apply(lambda c: c.between(0, 1)).all().all()
     assert (ROOT/'nbs'/'hparams'/'rum_cpu.yaml').stat().st_size > 0
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)

@@ -689,7 +689,7 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
               seed:int, # seed of the original, the strata and the unlearner
               mode:str, # 'vanilla' or 'rum'
               unlearner:str, # the algorithm at every step
-              hp:dict, # its hyperparameters
+              hp:dict|list, # its hyperparameters; for 'rum' also a list of one dict per stratum (low, mid, high)
               n_per:int, # examples per stratum
               steps:int, # sequential steps
               retain_mode:str, # RUM's retain mode ('progressive' or 'strict')
@@ -700,10 +700,12 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
     from .memorization import holdout_retraining, memorization_like
     from .unlearning import refine
     if mode not in ('vanilla', 'rum'): raise BadValueError(f"mode={mode!r} is not allowed; choose 'vanilla' or 'rum'")
+    if isinstance(hp, list) and (mode == 'vanilla' or len(hp) != 3):
+        raise BadValueError(f"hp as a list ({len(hp)} dicts) is one dict per stratum of 'rum' (3); vanilla takes one dict")
     data, cache = load_dataset(**data_cfg), Cache(cache_root)
     model, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, cache=cache, kind='original', record=record)
     key = dict(data=data.config, model=pair_cfg['model'], recipe=pair_cfg['train'], record=record, seed=seed, mode=mode, unlearner=unlearner,
-               hp=hp, n_per=n_per, retain_mode=retain_mode, mia_seed=mia_seed)
+               hp=hp, n_per=n_per, retain_mode=retain_mode, mia_seed=mia_seed, **({'rum_log': RUM_LOG} if mode == 'rum' else {}))
     pool, out, holdout = np.arange(len(data.train)), [], []
     for k in range(1, steps + 1):
         def step():
@@ -712,7 +714,8 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
             f = np.sort(np.concatenate(strata)); rest = np.setdiff1d(pool, f)
             forget, retain = data.train.subset(f), data.train.subset(rest)
             if mode == 'vanilla': m, c = unlearn(unlearner, model, retain, forget, seed=seed, **hp)
-            else: m, c = unlearn('rum', model, retain, forget, seed=seed, strata=[x.tolist() for x in strata], unlearners=[unlearner], hps=[hp],
+            else: m, c = unlearn('rum', model, retain, forget, seed=seed, strata=[x.tolist() for x in strata], unlearners=[unlearner],
+                                 hps=hp if isinstance(hp, list) else [hp],
                                  retain_mode=retain_mode)
             oracle, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, positions=rest, cache=cache, kind='oracle')
             splits = {'forget': forget, 'retain': retain, 'test': data.test}
