@@ -4,6 +4,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault('UNLEARNREPRO_QUIET', '1')
+from unlearnrepro.core import set_threads
+set_threads()  # the pytest process and each xdist worker run torch on $UNLEARNREPRO_THREADS threads (1); importing the package does not set them
 
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):

@@ -172,8 +172,6 @@ def set_threads(n:int|None=None) -> int: # threads (None: `threads_setting()`)
         if torch.get_num_threads() != n: torch.set_num_threads(int(n))
     return torch.get_num_threads()
 
-set_threads()
-
 # %% ../nbs/00_core.ipynb #ced73471
 def quiet() -> bool:
     "True under `nbdev_test` / CI / `UNLEARNREPRO_QUIET`, where progress bars stay silent."

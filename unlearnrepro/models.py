@@ -628,7 +628,7 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     if client is not None: _trim_warning(client); return client, []
     if _spawn_bootstrap(): raise RuntimeError(f"a Dask worker process is starting and ran the main script again from the top. {_GUARD_HINT}")
     addr = os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')
-    if addr: c = Client(addr); _trim_warning(c); return c, [c]
+    if addr: c = Client(addr); _trim_warning(c); c.run(set_threads); return c, [c]  # its workers: $UNLEARNREPRO_THREADS of their own environment (1 when unset)
     env = {'UNLEARNREPRO_THREADS': '1', **dict.fromkeys(THREAD_VARS, '1'), 'UNLEARNREPRO_QUIET': '1'}
     for k in ('UNLEARNREPRO_CACHE', 'UNLEARNREPRO_DATA', 'UNLEARNREPRO_DOWNLOAD', 'UNLEARNREPRO_DEVICE'):
         if os.environ.get(k): env[k] = os.environ[k]
