@@ -25,11 +25,11 @@ def test_bad_parameters_fail_before_any_work_papermill(tmp_path, tmp_cache):
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'benchmarks').exists()
 
 def _cells():
-    "Sources of the notebook up to its parameter check (imports, parameters, scale table and check)."
+    "Sources of the notebook up to its parameter check: the imports, and the cells tagged parameters and scale (the scale table and check)."
     nb = nbformat.read(str(NB), as_version=4)
-    code = [c.source for c in nb.cells if c.cell_type == 'code']
-    i = next(k for k, s in enumerate(code) if 'SCALE = {' in s)
-    return code[0], code[1], code[i]
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    tagged = lambda tag: next(c.source for c in code if tag in c.metadata.get('tags', []))
+    return code[0].source, tagged('parameters'), tagged('scale')
 
 BAD = [(dict(repeats=0), "repeats=0 is not allowed"),
        (dict(warmup=-1), "warmup=-1 is not allowed"),

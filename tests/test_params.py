@@ -5,20 +5,24 @@ from unlearnrepro.core import UnlearnReproError
 
 ROOT = Path(__file__).resolve().parents[1]
 
+def _tagged(nb, tag):
+    "The source of the one code cell tagged `tag`."
+    cells = [c for c in nb.cells if c.cell_type == 'code' and tag in c.metadata.get('tags', [])]
+    assert len(cells) == 1, f"{len(cells)} cells tagged {tag!r}"
+    return cells[0].source
+
 def _cells(name):
-    "The import cell, the parameters cell and the scale-and-check cell of an experiment notebook."
+    "The import cell, the parameters cell, the scale-and-check cell and the data cell (with the checks that need data) of an experiment notebook."
     nb = nbformat.read(str(ROOT/'nbs'/name), as_version=4)
     code = [c for c in nb.cells if c.cell_type == 'code']
-    i = next(k for k, c in enumerate(code) if 'parameters' in c.metadata.get('tags', []))
-    j = next(k for k, c in enumerate(code) if 'SCALE = {' in c.source)
-    return code[0].source, code[i].source, code[j].source
+    return code[0].source, _tagged(nb, 'parameters'), _tagged(nb, 'scale'), _tagged(nb, 'data')
 
 @pytest.fixture(scope='module')
 def notebooks():
     out = {}
     for name in ('11_del.ipynb', '12_privacy.ipynb', '13_rum.ipynb'):
-        imports, params, check = _cells(name)
-        ns = {}; exec(imports, ns); out[name] = (ns, params, check)
+        imports, params, scale, data = _cells(name)
+        ns = {}; exec(imports, ns); out[name] = (ns, params, scale, data)
     return out
 
 BAD = [('11_del.ipynb', dict(max_epochs=0), 'max_epochs=0'), ('11_del.ipynb', dict(budgets=[0.1, 1.5]), 'budgets[1]=1.5'),
@@ -49,24 +53,20 @@ BAD = [('11_del.ipynb', dict(max_epochs=0), 'max_epochs=0'), ('11_del.ipynb', di
 
 @pytest.mark.parametrize('name, params, named', BAD, ids=[f"{n[:6]}:{','.join(f'{k}={v!r}' for k, v in p.items())}" for n, p, _ in BAD])
 def test_bad_parameters_fail_in_the_check(notebooks, tmp_path, name, params, named):
-    base, pcell, check = notebooks[name]
+    base, pcell, scale, data = notebooks[name]
     ns = dict(base); exec(pcell, ns)
     ns.update(params, out_dir=str(tmp_path/'f'), cache_dir=str(tmp_path/'c'), passed=params.get('passed', sorted(params)))
-    with pytest.raises(UnlearnReproError) as e: exec(check, ns)
+    with pytest.raises(UnlearnReproError) as e: exec(scale, ns); exec(data, ns)
     assert named in str(e.value), str(e.value)
     assert not (tmp_path/'f').exists() and not (tmp_path/'c').exists()  # nothing written
-
-DATA_STARTS = {'11_del.ipynb': '\ncfg = get_preset(preset)', '12_privacy.ipynb': '\ncfg = get_preset(preset)', '13_rum.ipynb': '\nDATA = {'}
 
 @pytest.mark.parametrize('name', ['11_del.ipynb', '12_privacy.ipynb', '13_rum.ipynb'])
 def test_scale_rows_pass_the_check(notebooks, tmp_path, name):
     "Every preset's row of the scale table names parameters only and resolves to values the check accepts."
-    base, pcell, check = notebooks[name]
-    assert DATA_STARTS[name] in check
-    src = check.split(DATA_STARTS[name])[0]  # the scale table and the checks, before any data
+    base, pcell, scale, _ = notebooks[name]
     for preset in ('tiny', 'cpu', 'paper'):
         ns = dict(base); exec(pcell, ns); ns.update(preset=preset, passed=[])
-        exec(src, ns)
+        exec(scale, ns)  # the scale table and the checks, before any data
         assert ns['P']['preset'] == preset
 
 @pytest.mark.parametrize('name', ['10_quickstart.ipynb', '11_del.ipynb', '12_privacy.ipynb', '13_rum.ipynb', '90_benchmarks.ipynb'])
