@@ -197,13 +197,6 @@ def test_relabel_and_cost():
     assert Cost(steps=10, examples=1000, seconds=1.0).fraction_of(ref)['examples'] == pytest.approx(0.1)
 
 
-def test_paper_hp():
-    assert set(PAPER_HP) == set(UNLEARNERS.names()) - {'rum'}  # a meta-algorithm: its values are those of its steps' methods
-    for name in PAPER_HP:
-        for setting in ('iid', 'non_iid'): make_hp(name, **paper_hp(name, setting))
-    assert paper_hp('ssd', 'non_iid')['threshold'] == 16.0 and paper_hp('del')['lr'] == 0.015
-
-
 def test_collapsed_model_is_marked(setup):
     "A model that predicts one class for every retain example is reported as collapsed, with a note, never silently."
     s = setup
