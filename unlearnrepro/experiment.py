@@ -27,7 +27,8 @@ from .core import *
 from .data import *
 from .models import *
 from .localization import Mask, LOCALIZERS, localize, cached_localize
-from .unlearning import UNLEARNERS, GUARD, RUM_LOG, unlearn, make_hp, search_space
+from .memorization import holdout_retraining, memorization_like
+from .unlearning import UNLEARNERS, GUARD, RUM_LOG, unlearn, make_hp, search_space, refine
 from .metrics import evaluate, population_mia, mean_ci, tow, tow_mia, loss_mia_auc
 
 # %% ../nbs/09_experiment.ipynb #3abbde23
@@ -699,8 +700,6 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
               cache_root:str, # the artifact cache
               record:dict|None) -> dict: # recorders of the original (part of its key)
     "One chain of sequential unlearning: per step its metrics, its oracle's and its cost; and the holdout scores of every model of the chain."
-    from .memorization import holdout_retraining, memorization_like
-    from .unlearning import refine
     if mode not in ('vanilla', 'rum'): raise BadValueError(f"mode={mode!r} is not allowed; choose 'vanilla' or 'rum'")
     if isinstance(hp, list) and (mode == 'vanilla' or len(hp) != 3):
         raise BadValueError(f"hp as a list ({len(hp)} dicts) is one dict per stratum of 'rum' (3); vanilla takes one dict")
