@@ -442,15 +442,17 @@ def tune_job(spec:dict, # scenario to tune on
              rum_step:dict|None=None) -> dict: # tune one step of RUM instead: {'strata', 'step', 'hps' of the steps before, 'retain_mode'} (see below)
     "Job: tune one method on one scenario; returns {'chosen': hp, 'flags': '...', 'trials': [{'number', 'value', 'no_op', 'objective', **params}]}."
     S = load_scenario(spec); cache = Cache(spec['cache']); fixed = dict(fixed or {})
-    one = 1 / len(S.splits['forget']) + 1e-9  # one forget example, in accuracy
-    def run(hp): return run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults, metrics=metrics), S.oracle, S.reference['forget_acc']
-    if rum_step is not None: run, one = _rum_step_run(S, unlearner, rum_step, cache, metrics)  # one < 0: nothing to unlearn, no trial is a no-op
+    if rum_step is None:  # run(hp) -> (metrics, forget accuracy before the run); the oracle's metrics; the original's forget accuracy; one example
+        run = lambda hp: (run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults, metrics=metrics), S.reference['forget_acc'])
+        oracle, start, one = S.oracle, S.reference['forget_acc'], 1 / len(S.splits['forget']) + 1e-9
+    else: run, oracle, start, one = _rum_step_run(S, unlearner, rum_step, cache, metrics)
+    movable = abs(start - oracle['forget_acc']) > one  # something to unlearn: only then is a trial that leaves the forget accuracy a no-op
     def obj(hp):  # NaN (a failed Optuna trial): values the method refuses although the space allows them, or a diverged run
         hp = {**fixed, **hp}
         try: make_hp(unlearner, **hp)
         except BadValueError: return float('nan')
-        r, oracle, before = run(hp)
-        return gap_objective(r, oracle, objective_keys), {'no_op': bool(abs(r['forget_acc'] - before) <= one)}
+        r, before = run(hp)
+        return gap_objective(r, oracle, objective_keys), {'no_op': movable and bool(abs(r['forget_acc'] - before) <= one)}
     space = search_space(unlearner, max_epochs) if space is None else {k: tuple(v) for k, v in space.items()}
     space = {k: v for k, v in space.items() if k not in fixed}
     first = [{k: v for k, v in p.items() if k not in fixed} for p in (first or [])]
@@ -502,21 +504,19 @@ def _job_key(job:dict, i:int):
 
 # %% ../nbs/09_experiment.ipynb #1bd8ac0f
 def _rum_step_run(S:Scenario, unlearner:str, rum_step:dict, cache, metrics):
-    "For `tune_job`: (hp -> (metrics of the model after step k with the forget accuracy of stratum k, oracle's, accuracy before), the no-op width)."
+    "For `tune_job`: (hp -> (metrics after step k, its forget accuracy that of stratum k; stratum k's accuracy before the step), the oracle's metrics on stratum k, the original's accuracy there, one example of it)."
     strata = [[int(v) for v in st] for st in rum_step['strata']]; k = check_int('rum_step step', rum_step['step'], 0, len(strata) - 1)
     done = [dict(h) for h in rum_step.get('hps', [])]
     if len(done) != k: raise BadValueError(f"rum_step: step {k} needs the values of the {k} steps before it, got {len(done)}")
     st_k = S.data.train.subset(np.flatnonzero(np.isin(S.data.train.idx.cpu().numpy(), strata[k])))
     oracle = dict(S.oracle, forget_acc=accuracy(S.oracle_model, st_k))
-    one = 1 / len(strata[k]) + 1e-9
-    if abs(accuracy(S.original, st_k) - oracle['forget_acc']) <= one: one = -1.0  # the original already matches the oracle on stratum k (e.g. a low stratum): leaving it is no no-op
     names = [unlearner] * (k + 1) + [None] * (len(strata) - k - 1)
     def run(hp):
         rhp = dict(strata=strata, unlearners=names, hps=done + [hp] + [{}] * (len(strata) - k - 1), retain_mode=rum_step.get('retain_mode', 'progressive'))
         r = run_unlearning(S, 'rum', None, None, rhp, cache=cache, metrics=metrics)
         fa = r[f'step{k + 1}_acc_{k}'] if r.get('nonfinite') != 1 else float('nan')  # non-finite outputs: a failed trial, as for any run
-        return dict(r, forget_acc=fa), oracle, r[f'step{k}_acc_{k}']
-    return run, one
+        return dict(r, forget_acc=fa), r[f'step{k}_acc_{k}']
+    return run, oracle, accuracy(S.original, st_k), 1 / len(strata[k]) + 1e-9
 
 # %% ../nbs/09_experiment.ipynb #36d87195
 def hparams_path(paper:str, # 'del', 'privacy', 'rum'

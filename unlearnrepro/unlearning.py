@@ -770,12 +770,10 @@ def _join(a:TensorData, b:TensorData) -> TensorData:
 
 RUM_LOG = 2  # version of the step log `rum` writes (cached runs without it, or older, are recomputed)
 
-def _acc(model, d): return predict(model, d)['correct'].float().mean().item()
-
 def _log_step(model, strata_data, retain, i, log):
     "Accuracy after step i (0: before any step) on each stratum (`step{i}_acc_{j}`) and on the retain set (`step{i}_retain_acc`)."
-    for j, d in enumerate(strata_data): log[f'step{i}_acc_{j}'] = _acc(model, d)
-    log[f'step{i}_retain_acc'] = _acc(model, retain)
+    for j, d in enumerate(strata_data): log[f'step{i}_acc_{j}'] = accuracy(model, d)
+    log[f'step{i}_retain_acc'] = accuracy(model, retain)
 
 @register_unlearner('rum', RUMHP)
 def _rum(model, retain, forget, mask, seed, hp, cost, on_step):
