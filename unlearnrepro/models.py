@@ -26,15 +26,18 @@ def create_model(name:str, # a name in MODELS
                  n_classes:int, # number of classes
                  img_size:int, # input height = width
                  seed:int|None=None, # seed of the initialisation (None: global RNG)
+                 channels_last:bool=False, # store 4-d weights channels-last (NHWC): the same model, other kernels
                  **kw): # architecture options (width, depth, hidden, ...)
     "Build model `name` for `in_ch` x `img_size` x `img_size` inputs and `n_classes` outputs."
     factory = MODELS[name]
     for k, v in dict(in_ch=in_ch, n_classes=n_classes, img_size=img_size).items():
         if not isinstance(v, (int, np.integer)) or v < 1: raise BadValueError(f"{k}={v!r} must be a positive integer")
+    if not isinstance(channels_last, bool): raise BadValueError(f"channels_last={channels_last!r} is not allowed: use True or False")
     if seed is not None: seed = check_seed(seed)  # 1.5 is not seed 1, True is not seed 1
-    if seed is None: return factory(in_ch, n_classes, img_size, **kw)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); return factory(in_ch, n_classes, img_size, **kw)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None: torch.manual_seed(seed)
+        m = factory(in_ch, n_classes, img_size, **kw)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
 
 def model_for(data:DataBundle, # dataset the model is for
               cfg:dict, # {'name': ..., **options}
