@@ -77,17 +77,21 @@ def _check_del_run(d, params=()):
     files += ['fig2_strategies_rft.png'] * rft + ['table5_random_masks.csv'] * (rft and bool(locs & {'critmem', 'salloc', 'del'}))
     files += ['table6_criterion_granularity.csv'] * (rft and 'del' in locs)
     assert not _missing(d, files), _missing(d, files)
+    n_random = rft * len({'critmem', 'salloc', 'del'} & locs)  # Table 5's random masks at the reference budget (and again at a best budget)
     per_scenario = (len(p['full_methods']) + len(locs) * (rft * len(p['budgets']) + len(p['unlearners']) * len(p['fig3_budgets']))
-                    + rft * len({'critmem', 'salloc', 'del'} & locs) + rft * ('del' in locs) * 8)  # the random masks of Table 5, the 4 x 2 ablation
+                    + rft * ('del' in locs) * 8)  # the 4 x 2 ablation
     runs = pd.read_csv(d/'all_runs.csv')
-    assert len(runs) == len(p['forget_kinds']) * len(p['seeds']) * per_scenario, (len(runs), p)
+    n = len(p['forget_kinds']) * len(p['seeds'])
+    rnd = runs[runs.group == 'random']
+    assert len(runs) - len(rnd) == n * per_scenario, (len(runs), len(rnd), p)
+    assert n * n_random <= len(rnd) <= 2 * n * n_random and (rnd.budget_asked == max(p['fig3_budgets'])).sum() == n * n_random, rnd
     keys = ['forget_kind', 'seed', 'group', 'unlearner', 'localizer', 'budget_asked'] + [c for c in ('mask', 'criterion', 'granularity') if c in runs]
     assert not runs.duplicated(keys).any()  # no row twice
-    assert runs[['forget_acc', 'test_acc', 'mia_correctness']].notna().all().all()
-    rnd = runs[runs.group == 'random']
-    if len(rnd):  # Table 5: a structure-matched random mask has its structured mask's budget
-        std = runs[runs.group.isin(['fig2', 'fig3']) & (runs.unlearner == 'rft') & (runs.budget_asked == max(p['fig3_budgets']))]
-        both = rnd.merge(std.drop_duplicates(['forget_kind', 'seed', 'localizer']), on=['forget_kind', 'seed', 'localizer'], suffixes=('', '_std'))
+    assert runs[['forget_acc', 'test_acc', 'mia_correctness', 'retain_acc', 'd_retain_acc']].notna().all().all()
+    if len(rnd):  # Table 5: a structure-matched random mask has its structured mask's budget, at each budget it runs
+        std = runs[runs.group.isin(['fig2', 'fig3']) & (runs.unlearner == 'rft')]
+        on = ['forget_kind', 'seed', 'localizer', 'budget_asked']
+        both = rnd.merge(std.drop_duplicates(on), on=on, suffixes=('', '_std'))
         assert len(both) == len(rnd) and np.allclose(both.budget, both.budget_std), both[['localizer', 'budget', 'budget_std']]
 
 def test_del_tiny_writes_every_figure_and_table(tmp_path):
@@ -115,12 +119,12 @@ def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, name
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'del').exists()  # nothing trained, nothing written
 
 def test_committed_cpu_results_are_complete():
-    # figures/cpu/del is committed so readers see results without running anything: every file, 3 seeds, both forget sets
+    # figures/cpu/del is committed so readers see results without running anything: every file, 5 seeds, both forget sets
     d = ROOT/'figures'/'cpu'/'del'
     assert not _missing(d), _missing(d)
     runs = pd.read_csv(d/'all_runs.csv')
-    assert sorted(runs.seed.unique()) == [0, 1, 2] and set(runs.forget_kind) == {'iid', 'non_iid'}
-    _check_del_run(d, ['seeds=[0, 1, 2]'])  # the cpu row of the scale table changes no list but the seeds
+    assert sorted(runs.seed.unique()) == [0, 1, 2, 3, 4] and set(runs.forget_kind) == {'iid', 'non_iid'}
+    _check_del_run(d, ['seeds=[0, 1, 2, 3, 4]'])  # the cpu row of the scale table changes no list but the seeds
     ref = pd.read_csv(d/'oracle_reference_per_seed.csv')
     assert (ref.original_train_acc >= 0.99).all()  # the cpu preset interpolates
     assert (d/'README.md').exists() and (d/'11_del.ipynb').exists()  # the executed notebook beside its results

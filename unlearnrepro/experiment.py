@@ -13,7 +13,7 @@ __all__ = ['RUN_PARAMS', 'FORGET_KINDS', 'OBJECTIVE', 'STOP_RULES', 'CLAIM_COLUM
            'summarise', 'fmt_ci', 'ci_lines', 'ci_bars', 'ci_grid', 'Claim', 'if_fitted', 'claims_table', 'plural',
            'save_claims', 'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict', 'verdict_of_all',
            'spearman_verdict', 'censored_trend_verdict', 'oracle_run', 'runs_table', 'run_flags', 'reference_table',
-           'cost_vs_oracle', 'best_of', 'flags_of', 'smallest_abs', 'check_written']
+           'cost_vs_oracle', 'best_of', 'flags_of', 'recovered_of', 'if_recovered', 'smallest_abs', 'check_written']
 
 # %% ../nbs/09_experiment.ipynb #3da7136e
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -1091,6 +1091,22 @@ def flags_of(runs:pd.DataFrame, # runs with a `flag` column
              by:list) -> pd.Series: # grouping columns
     "Per group, the flags its runs carry and how often, e.g. 'collapsed (1 of 3 seeds)'."
     return runs.groupby(by, sort=False).flag.agg(lambda f: ', '.join(f"{x} ({int((f == x).sum())} of {len(f)} seeds)" for x in sorted(set(f) - {''})))
+
+def recovered_of(runs:pd.DataFrame, # runs with a `d_retain_acc` column
+                 by:list, # grouping columns
+                 tol:float) -> pd.Series: # a run has recovered when |Δ retain| <= tol
+    "Per group, how many runs recovered the oracle's retain accuracy, e.g. '4 of 5'."
+    tol = check_number('tol', tol, 0)
+    return runs.assign(_ok=runs.d_retain_acc.abs() <= tol).groupby(by, sort=False)._ok.agg(lambda r: f"{int(r.sum())} of {len(r)}")
+
+def if_recovered(v:Verdict, # the verdict of a comparison
+                 compared:dict, # name -> the runs it compares (with `d_retain_acc`)
+                 tol:float) -> Verdict: # a run has recovered when |Δ retain| <= tol
+    "`v`, or `v` made inconclusive with the reason when a compared run did not recover the oracle's retain accuracy."
+    tol = check_number('tol', tol, 0)
+    bad = {k: int((r.d_retain_acc.abs() > tol).sum()) for k, r in compared.items()}
+    why = ', '.join(f"{k} ({n} of {len(compared[k])} runs)" for k, n in bad.items() if n)
+    return v if not why else dataclasses.replace(v, verdict='inconclusive', test=f"{v.test}; not recovered (|Δ retain| > {tol:g}): {why}")
 
 def smallest_abs(t:pd.DataFrame, # one row per method
                  col:str, # column compared in absolute value
