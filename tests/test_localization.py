@@ -248,3 +248,19 @@ def test_numpy_seed_is_a_seed(setup):
     dig, model, forget, U = setup
     a, b = localize('random', model, forget, 0.2, seed=np.int64(3)), localize('random', model, forget, 0.2, seed=3)
     assert content_hash(a.masks) == content_hash(b.masks)
+
+
+def test_units_are_set_in_place_whatever_the_memory_layout(setup):
+    "CritMem's zeroing and restoring of a unit writes the same values into channels-last weights (no flat view exists) as into contiguous ones."
+    dig, model, forget, U = setup
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    a, b = dict(copy.deepcopy(model).named_parameters()), dict(copy.deepcopy(cl).named_parameters())
+    for u in [0, U.n_units // 2, U.n_units - 1]:  # a first-layer channel, one in the middle, the head's last row
+        L, j = U.unit(u)
+        _set_unit(a, L, j); _set_unit(b, L, j)
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        _set_unit(a, L, j, dict(model.named_parameters())); _set_unit(b, L, j, dict(cl.named_parameters()))
+        assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], p) for n, p in model.named_parameters())  # restored
+    m = localize('critmem', cl, forget, 0.3, max_examples=6)
+    union = torch.zeros(U.n_units, dtype=torch.bool); union[sum(m.meta['units'], [])] = True
+    assert torch.equal(U.from_mask(m), union) and 0 < m.budget <= 0.3

@@ -51,14 +51,16 @@ class Mask:
         rows = []
         for n, m in self.masks.items():
             units = int(m.reshape(m.shape[0], -1).any(1).sum()) if m.ndim else int(m.any())
-            rows.append(dict(name=n, selected=int(m.sum()), total=m.numel(), fraction=float(m.float().mean()), units=units))
+            rows.append(dict(name=n, selected=int(m.sum()), total=m.numel(), fraction=float(m.float().mean()),
+                             units=units))
         return pd.DataFrame(rows)
 
     def check_names(self, names):
         "Raise `BadValueError` unless the mask has exactly these parameter names."
         missing, extra = sorted(set(names) - set(self.masks)), sorted(set(self.masks) - set(names))
         if missing or extra:
-            raise BadValueError(f"mask does not fit this model: parameters missing from the mask {missing[:3]}, mask entries the model lacks {extra[:3]}")
+            raise BadValueError(f"mask does not fit this model: parameters missing from the mask {missing[:3]}, "
+                                f"mask entries the model lacks {extra[:3]}")
         return self
 
     def check(self, model:nn.Module):
@@ -67,7 +69,8 @@ class Mask:
         self.check_names(ps)
         for n, p in ps.items():
             if tuple(p.shape) != tuple(self.masks[n].shape):
-                raise BadValueError(f"mask does not fit this model: {n} has shape {tuple(p.shape)} in the model, {tuple(self.masks[n].shape)} in the mask")
+                raise BadValueError(f"mask does not fit this model: {n} has shape {tuple(p.shape)} in the model, "
+                                    f"{tuple(self.masks[n].shape)} in the mask")
         return self
 
     def zero_grads(self, model:nn.Module):
@@ -86,7 +89,9 @@ class Mask:
         return Units(model, attach_1d).count(self)
 
     def __or__(self, other:'Mask'): return Mask({k: v | other.masks[k] for k, v in self.masks.items()}, {'op': 'union'})
-    def __repr__(self): return f"Mask(budget={self.budget:.4f}, selected={self.n_selected}/{self.n_total}, {self.meta.get('localizer', '')})"
+    def __repr__(self):
+        return (f"Mask(budget={self.budget:.4f}, selected={self.n_selected}/{self.n_total}, "
+                f"{self.meta.get('localizer', '')})")
 
 # %% ../nbs/05_localization.ipynb #fa104200
 def _is_layer(mod:nn.Module) -> bool:
@@ -133,7 +138,8 @@ class Units:
         self.attach_1d, self.amap = attach_1d, (attach_map(model) if attach_1d else {})
         att = {}
         for a, o in self.amap.items(): att.setdefault(o, []).append(a)
-        self.names, self.shapes, self.layers, start = list(params), {n: tuple(p.shape) for n, p in params.items()}, [], 0
+        self.names, self.shapes, self.layers, start = (list(params), {n: tuple(p.shape) for n, p in params.items()},
+                                                       [], 0)
         for n, p in params.items():
             if n in self.amap: continue
             if p.ndim >= 2: nu, row = p.shape[0], p[0].numel()
@@ -178,10 +184,13 @@ class Units:
         for L in self.layers:
             sl = slice(L.start, L.start + L.n)
             ent = int(mask.masks[L.name].sum()) + sum(int(mask.masks[x].sum()) for x in L.attached)
-            rows.append(dict(layer=L.name, units=L.n, selected=int(a[sl].sum()), full=int(f[sl].sum()), entries=ent, size=L.size))
+            rows.append(dict(layer=L.name, units=L.n, selected=int(a[sl].sum()), full=int(f[sl].sum()), entries=ent,
+                             size=L.size))
         return pd.DataFrame(rows)
 
-    def __repr__(self): return f"Units({self.n_units} units in {len(self.layers)} layers, {self.n_total} parameters, attach_1d={self.attach_1d})"
+    def __repr__(self):
+        return (f"Units({self.n_units} units in {len(self.layers)} layers, {self.n_total} parameters, "
+                f"attach_1d={self.attach_1d})")
 
 # %% ../nbs/05_localization.ipynb #c1d1589a
 def fill(sizes:torch.Tensor, # entries per unit
@@ -215,7 +224,8 @@ def _check_inputs(name, model, forget, budget, kw:dict|None=None):
     LOCALIZERS[name]
     budget = check_fraction('budget', budget)
     if 'seed' in (kw or {}): check_seed(kw['seed'])  # every seeded localizer (random, critmem): a non-negative integer
-    if not isinstance(forget, TensorData): raise BadValueError(f"forget must be a TensorData, got {type(forget).__name__}")
+    if not isinstance(forget, TensorData):
+        raise BadValueError(f"forget must be a TensorData, got {type(forget).__name__}")
     if not isinstance(model, nn.Module): raise BadValueError(f"model must be an nn.Module, got {type(model).__name__}")
     check_fits(model, forget, 'the forget set')
     return budget
@@ -325,7 +335,8 @@ def score_localizer(model:nn.Module, forget:TensorData, budget:float,
                     h_frac:float=0.1, batch_size:int=128, attach_1d:bool=True):
     "Any criterion x granularity (the DEL ablations): `select(scores(...))`."
     CRITERIA[criterion]; GRANULARITIES[granularity]; check_fraction('h_frac', h_frac)  # fail before any work
-    m = select(model, scores(model, forget if data is None else data, criterion, batch_size), budget, granularity, h_frac, attach_1d)
+    m = select(model, scores(model, forget if data is None else data, criterion, batch_size), budget, granularity,
+               h_frac, attach_1d)
     m.meta.update(criterion=criterion, scored_on='forget' if data is None else 'data'); return m
 
 # %% ../nbs/05_localization.ipynb #607cd675
@@ -350,9 +361,10 @@ def del_localizer(model:nn.Module, forget:TensorData, budget:float,
 def _set_unit(params:dict, L:Layer, j:int, src:dict|None=None):
     "Zero unit `j` of layer `L` in `params` (or copy it from `src`)."
     with torch.no_grad():
-        for n in [L.name] + L.attached:
-            v = params[n].data.view(L.n, -1)
-            v[j] = 0 if src is None else src[n].view(L.n, -1)[j]
+        for n in [L.name] + L.attached:  # in place, whatever the memory layout (channels-last weights have no flat view)
+            p = params[n].data
+            if L.n == 1: p.copy_(torch.zeros_like(p) if src is None else src[n])  # a one-unit layer: the whole tensor
+            else: p[j] = 0 if src is None else src[n][j]  # unit j is row j: dim 0 of the layer and of its attached 1-d parameters
 
 @LOCALIZERS.register('critmem')
 def critmem(model:nn.Module, forget:TensorData, budget:float,
@@ -437,7 +449,8 @@ def cached_localize(name:str, # a name in LOCALIZERS
                     **kw) -> Mask: # the localizer's options
     "`localize`, with the mask stored in / loaded from `cache` under its full config."
     budget = _check_inputs(name, model, forget, budget, kw)
-    if not isinstance(model_key, dict) or not model_key: raise BadValueError(f"model_key={model_key!r} must be a non-empty dict identifying the model")
+    if not isinstance(model_key, dict) or not model_key:
+        raise BadValueError(f"model_key={model_key!r} must be a non-empty dict identifying the model")
     cfg = dict(localizer=name, budget=budget, options=_plain_options(kw), model=model_key, forget=data_key(forget))
     if cache is None: return localize(name, model, forget, budget, **kw)
     return Mask.from_state(cache.get('mask', cfg, lambda: localize(name, model, forget, budget, **kw).state()))
