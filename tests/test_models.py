@@ -6,7 +6,7 @@ import pytest
 import torch
 from unlearnrepro.core import Cache, set_threads, BadValueError
 from unlearnrepro.data import load_dataset
-from unlearnrepro.models import fit_many, Recipe, RunFailedError, dask_client
+from unlearnrepro.models import fit_many, Recipe, RunFailedError, dask_client, dask_map
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = {'name': 'mlp', 'hidden': [32]}
@@ -87,6 +87,29 @@ def test_dask_failure_names_the_run(client):
     dig = load_dataset('digits')
     with pytest.raises(RunFailedError, match=r'seed 0 .*loss became'):
         fit_many(dig, MLP, Recipe(epochs=2, lr=1e6, batch_size=64), _runs(len(dig.train), 1), backend='dask', client=client)
+
+
+def _scaled(data, k, x):  # a task of the dask_map tests (module level: sent to the workers)
+    if x < 0: raise ValueError(f"negative x={x}")
+    return float(data.sum()) * k + x
+
+
+def test_dask_map_is_the_one_driver(client):
+    "dask_map (used by fit_many and run_jobs): every result once, tagged with its job; the shared data reaches every task."
+    got = {}
+    dask_map(_scaled, [dict(k=k, x=k) for k in range(5)], lambda i, r: got.__setitem__(i, r), client, shared=dict(data=torch.ones(3)))
+    assert got == {k: 4.0 * k for k in range(5)}
+
+
+def test_dask_map_failure_names_the_task(client):
+    "A failing task stops the map with the error `fail` makes of it, or a RunFailedError naming the task; the client stays usable."
+    with pytest.raises(RunFailedError, match=r'_scaled: task 1 failed: ValueError: negative x=-1'):
+        dask_map(_scaled, [dict(k=1, x=0), dict(k=1, x=-1)], lambda i, r: None, client, shared=dict(data=torch.ones(1)))
+    with pytest.raises(KeyError, match='job 0 failed'):
+        dask_map(_scaled, [dict(k=1, x=-5)], lambda i, r: None, client, shared=dict(data=torch.ones(1)), fail=lambda i, e: KeyError(f'job {i} failed'))
+    got = []
+    dask_map(_scaled, [dict(k=2, x=1)], lambda i, r: got.append(r), client, shared=dict(data=torch.ones(2)))
+    assert got == [5.0]
 
 
 def test_bad_runs_fail_before_training():

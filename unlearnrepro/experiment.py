@@ -481,17 +481,8 @@ def run_jobs(fn:Callable, # a job function (module level: it is sent to worker p
         if (workers == 1 and client is None and not os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')) or not jobs:
             for i, j in enumerate(jobs): out[i] = fn(**j); bar.update(1)
             return out
-        from distributed import as_completed
-        c, close = dask_client(client, workers)
-        try:
-            futs = {c.submit(fn, **j, pure=False): i for i, j in enumerate(jobs)}
-            for f in as_completed(futs):
-                i = futs[f]
-                try: out[i] = f.result()
-                except Exception as e: raise RunFailedError(f"{desc}: job {i} ({fn.__name__} {_short(jobs[i])}) failed: {type(e).__name__}: {e}") from e
-                bar.update(1)
-        finally:
-            for x in close: x.close()
+        def got(i, r): out[i] = r; bar.update(1)
+        dask_map(fn, jobs, got, client, workers, fail=lambda i, e: RunFailedError(f"{desc}: job {i} ({fn.__name__} {_short(jobs[i])}) failed: {type(e).__name__}: {e}"))
         return out
     finally: bar.close()
 

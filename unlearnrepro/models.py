@@ -7,7 +7,7 @@ __all__ = ['MODELS', 'OPTIMIZERS', 'SCHEDULES', 'RECORDERS', 'create_model', 'mo
            'Recipe', 'lr_at', 'Step', 'StopTraining', 'check_fits', 'train', 'predict', 'accuracy', 'eval_mode',
            'per_example_grads', 'per_example_grad_norms', 'grad_sum', 'Recorder', 'create_recorder', 'epoch_list',
            'LearningEvents', 'Checkpoints', 'GradNorms', 'make_recorders', 'check_positions', 'check_not_collapsed',
-           'fit', 'RunFailedError', 'ensemble_ok', 'dask_client', 'fit_many']
+           'fit', 'RunFailedError', 'ensemble_ok', 'dask_client', 'dask_map', 'fit_many']
 
 # %% ../nbs/02_models.ipynb #d88b4263
 import os, sys, math, time, copy, warnings
@@ -643,6 +643,36 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
         except Exception as e: raise RuntimeError(f"could not start a local Dask cluster ({type(e).__name__}: {e}). If this runs from a script: {_GUARD_HINT}") from e
     c = Client(cluster); return c, [c, cluster]
 
+def dask_map(fn:Callable, # a module-level function (it is sent to the workers)
+             jobs:list, # keyword-argument dicts, one per task
+             on_result:Callable, # (i, result): called here as task i finishes, in finishing order
+             client=None, # an existing Dask client (None: see `dask_client`)
+             workers:int|None=None, # LocalCluster size when no client is given
+             shared:dict|None=None, # keyword arguments of every task, scattered once to every worker (e.g. the dataset)
+             fail:Callable|None=None): # (i, exception) -> the exception to raise (default: a RunFailedError naming task i)
+    "The one driver of work on Dask: submit `fn(**shared, **job)` per job, hand each result to `on_result`; on a failure cancel the rest and raise."
+    from distributed import as_completed
+    c, close = dask_client(client, workers)
+    futs, held = {}, []
+    try:
+        # fresh keys (hash=False): under its content hash, data scattered again right after an earlier call could be
+        # freed by that call's release, and the tasks fail with "lost dependencies"
+        sh = {k: c.scatter(v, broadcast=True, hash=False) for k, v in (shared or {}).items()}; held = list(sh.values())
+        futs = {c.submit(fn, **sh, **j, pure=False): i for i, j in enumerate(jobs)}
+        for f in as_completed(futs):
+            i = futs[f]
+            try: r = f.result()
+            except Exception as e:
+                err = fail(i, e) if fail is not None else RunFailedError(f"{fn.__name__}: task {i} failed: {type(e).__name__}: {e}")
+                if err is e: raise
+                raise err from e
+            on_result(i, r)
+    finally:
+        try:
+            if futs or held: c.cancel([*futs, *held])  # free the shared data and stop the other tasks if one failed
+        finally:
+            for x in close: x.close()
+
 def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['positions']]
              model_cfg:dict, # {'name': ..., **options}
              recipe:Recipe|dict, # training recipe (the same for every run)
@@ -678,22 +708,9 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
         bar.update(len(ch))
     try:
         if backend == 'dask' and chunks:
-            from distributed import as_completed
-            c, close = dask_client(client)
-            try:
-                # a fresh key per call (hash=False): under its content hash, data scattered again right after an
-                # earlier call could be freed by that call's release, and the tasks fail with "lost dependencies"
-                d = c.scatter(data, broadcast=True, hash=False)
-                futs = {c.submit(_train_chunk, d, model_cfg, asdict(recipe), [runs[i] for i in ch], engine, root, kind, 1, pure=False): ch for ch in chunks}
-                try:
-                    for f in as_completed(futs):
-                        try: outs = f.result()
-                        except RunFailedError: raise
-                        except Exception as e: raise RunFailedError(f"fit_many: a Dask task for runs {futs[f]} failed: {type(e).__name__}: {e}") from e
-                        done(futs[f], outs)
-                finally: c.cancel([*futs, d])  # free the data and stop the other tasks if one failed
-            finally:
-                for x in close: x.close()
+            jobs = [dict(model_cfg=model_cfg, recipe=asdict(recipe), runs=[runs[i] for i in ch], engine=engine, cache_root=root, kind=kind, threads=1) for ch in chunks]
+            dask_map(_train_chunk, jobs, lambda j, outs: done(chunks[j], outs), client, shared=dict(data=data),
+                     fail=lambda j, e: e if isinstance(e, RunFailedError) else RunFailedError(f"fit_many: a Dask task for runs {chunks[j]} failed: {type(e).__name__}: {e}"))
         else:
             for ch in chunks: done(ch, _train_chunk(data, model_cfg, recipe, [runs[i] for i in ch], engine, root, kind))
     finally: bar.close()
