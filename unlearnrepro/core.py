@@ -69,7 +69,8 @@ def check_number(name:str, # what the number is called in the message
                  high:float|None=None, # upper bound
                  low_open:bool=False): # exclude `low` itself (e.g. a learning rate must be > 0)
     "Raise `BadValueError` unless `value` is a finite number in the range; returns it as `float`."
-    ok = _is_num(value) and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    ok = (_is_num(value) and (low is None or (value > low if low_open else value >= low))
+          and (high is None or value <= high))
     if not ok:
         rng = f"{'(' if low_open else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise BadValueError(f"{name}={value!r} is not allowed: it must be a finite number in {rng}")
@@ -101,8 +102,11 @@ class Registry:
         def _inner(f):
             n = name or f.__name__
             if n in self._d and not _same(self._d[n], f):
-                raise UnlearnReproError(f"{self.kind} {n!r} is registered twice (by {_ident(self._d[n])[1]} and {_ident(f)[1]})")
-            self._d[n] = f  # re-running the cell that registers the same function (or a notebook defining a library's function) replaces it
+                raise UnlearnReproError(f"{self.kind} {n!r} is registered twice "
+                                        f"(by {_ident(self._d[n])[1]} and {_ident(f)[1]})")
+            # re-running the cell that registers the same function (or a notebook defining a library's function)
+            # replaces it
+            self._d[n] = f
             return f
         return _inner
     def __getitem__(self, name:str):
@@ -145,14 +149,17 @@ _CUDA_MODE = []  # the deterministic mode applied in this process, once CUDA was
 def get_device(prefer:str|None=None): # 'cuda', 'cpu' or None for automatic
     "`cuda` when available (or asked for), else `cpu`; the first CUDA answer in a process applies `set_deterministic()`."
     prefer = prefer or os.environ.get('UNLEARNREPRO_DEVICE')
-    if prefer is not None and prefer not in ('cpu', 'cuda'): raise BadValueError(f"device={prefer!r} is not allowed; choose 'cpu' or 'cuda'")
-    if prefer == 'cuda' and not torch.cuda.is_available(): raise BadValueError("device='cuda' was asked for but no GPU is available")
+    if prefer is not None and prefer not in ('cpu', 'cuda'):
+        raise BadValueError(f"device={prefer!r} is not allowed; choose 'cpu' or 'cuda'")
+    if prefer == 'cuda' and not torch.cuda.is_available():
+        raise BadValueError("device='cuda' was asked for but no GPU is available")
     dev = torch.device(prefer or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not _CUDA_MODE: _CUDA_MODE.append(set_deterministic())
     return dev
 
 # %% ../nbs/00_core.ipynb #032478eb
-THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')  # the OpenMP / BLAS pools of torch, numpy and scipy: set for kernels and Dask workers
+# the OpenMP / BLAS pools of torch, numpy and scipy: set for kernels and Dask workers
+THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
 
 def threads_setting() -> int|None:
     "Torch threads per process asked for by `$UNLEARNREPRO_THREADS`: 1 when unset, None for 'auto' (torch's default)."
@@ -189,8 +196,10 @@ def _tiny(): return dict(
     name='tiny',
     data=dict(name='digits'),
     model=dict(name='cnn_small', width=16),
-    train=dict(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine', final_lr_frac=0.01),
-    oracle=dict(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine', final_lr_frac=0.01),
+    train=dict(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine',
+               final_lr_frac=0.01),
+    oracle=dict(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine',
+                final_lr_frac=0.01),
     forget=dict(frac=0.1, classes=[2, 5]),
     seeds=[0, 1, 2])
 
@@ -199,8 +208,10 @@ def _cpu(): return dict(
     name='cpu',
     data=dict(name='fashion_mnist', n_train=2000, n_test=1000),
     model=dict(name='resnet_cifar', depth=8, width=0.5),
-    train=dict(epochs=40, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine', final_lr_frac=0.01),
-    oracle=dict(epochs=40, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine', final_lr_frac=0.01),
+    train=dict(epochs=40, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine',
+               final_lr_frac=0.01),
+    oracle=dict(epochs=40, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, schedule='cosine',
+                final_lr_frac=0.01),
     forget=dict(frac=0.1, classes=[2, 5]),
     seeds=[0, 1, 2])
 
@@ -209,8 +220,10 @@ def _paper(): return dict(
     name='paper',
     data=dict(name='cifar10'),
     model=dict(name='resnet18'),
-    train=dict(epochs=50, lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01),
-    oracle=dict(epochs=20, lr=0.05, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine', final_lr_frac=0.01),
+    train=dict(epochs=50, lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine',
+               final_lr_frac=0.01),
+    oracle=dict(epochs=20, lr=0.05, momentum=0.9, weight_decay=0.0, batch_size=128, schedule='cosine',
+                final_lr_frac=0.01),
     forget=dict(frac=0.1, classes=[2, 5]),
     seeds=[0, 1, 2])
 
@@ -236,7 +249,8 @@ def _canon(o):
     if isinstance(o, (np.bool_,)): return bool(o)
     if isinstance(o, Path): return str(o)
     if o is None or isinstance(o, (str, int, float, bool)): return o
-    raise BadValueError(f"config value {o!r} of type {type(o).__name__} cannot be part of a cache key; use plain numbers, strings, lists and dicts")
+    raise BadValueError(f"config value {o!r} of type {type(o).__name__} cannot be part of a cache key; "
+                        "use plain numbers, strings, lists and dicts")
 
 def canonical_json(config) -> str:
     "The canonical JSON text of `config`: sorted keys, no spaces."
@@ -255,7 +269,8 @@ def _feed(h, o):
         for k in sorted(o):
             if not isinstance(k, str): raise BadValueError(f"content_hash: dict keys must be strings, got {k!r}")
             h.update(f"{k}|".encode()); _feed(h, o[k])
-    elif isinstance(o, (list, tuple)) and not (o and isinstance(o[0], (int, float, np.number)) and not isinstance(o[0], bool)):
+    elif isinstance(o, (list, tuple)) and not (o and isinstance(o[0], (int, float, np.number))
+                                               and not isinstance(o[0], bool)):
         h.update(f"list{len(o)}|".encode())
         for v in o: _feed(h, v)
     else:
@@ -359,13 +374,14 @@ def _usable_dir(root:Path) -> Path:
     while not p.exists() and p != p.parent: p = p.parent  # the nearest existing folder: mkdir starts there
     why = (f"{p} is a file, not a folder" if p.exists() and not p.is_dir() else
            f"{p} is not writable by this process" if not os.access(p, os.W_OK | os.X_OK) else None)
-    if why: raise BadValueError(f"the cache folder {root} is not usable: {why}; set UNLEARNREPRO_CACHE (or pass root=) to a folder you can write")
+    if why: raise BadValueError(f"the cache folder {root} is not usable: {why}; "
+                                "set UNLEARNREPRO_CACHE (or pass root=) to a folder you can write")
     return root
 
 class Cache:
     "Content-addressed store of expensive artifacts: key = hash of the full config; atomic writes; checked loads."
     def __init__(self, root:str|Path|None=None, # directory of the cache (default: `default_cache_dir()`)
-                 on_corrupt:str='recompute', # 'recompute' (with a warning naming the file) or 'raise' when a stored file is damaged
+                 on_corrupt:str='recompute', # 'recompute' (with a warning naming the file) or 'raise' on a damaged file
                  verbose:bool=False): # print hits and misses
         if on_corrupt not in ('recompute', 'raise'):
             raise BadValueError(f"on_corrupt={on_corrupt!r} is not allowed; choose 'recompute' or 'raise'")
@@ -385,20 +401,25 @@ class Cache:
     def _meta(self, p:Path) -> dict:
         "The sidecar of `p`, checked against the file: readable JSON, right key, size and checksum."
         side = p.with_suffix(p.suffix + '.json')
-        if not side.exists(): raise CorruptArtifactError(f"{p} has no sidecar {side.name}; it was not written by this cache")
+        if not side.exists():
+            raise CorruptArtifactError(f"{p} has no sidecar {side.name}; it was not written by this cache")
         try:
             meta = json.loads(side.read_text())
             want = {k: meta[k] for k in ('kind', 'key', 'bytes', 'sha256')}
-        except Exception as e: raise CorruptArtifactError(f"the sidecar {side} is damaged or unreadable ({type(e).__name__}: {e})") from e
-        if want['key'] != p.stem: raise CorruptArtifactError(f"the sidecar {side} records key {want['key']!r}, not {p.stem!r}")
+        except Exception as e:
+            raise CorruptArtifactError(f"the sidecar {side} is damaged or unreadable ({type(e).__name__}: {e})") from e
+        if want['key'] != p.stem:
+            raise CorruptArtifactError(f"the sidecar {side} records key {want['key']!r}, not {p.stem!r}")
         if p.stat().st_size != want['bytes'] or _sha256(p) != want['sha256']:
-            raise CorruptArtifactError(f"{p} is damaged: {p.stat().st_size} bytes on disk, {want['bytes']} expected (or checksum differs)")
+            raise CorruptArtifactError(f"{p} is damaged: {p.stat().st_size} bytes on disk, {want['bytes']} expected "
+                                       "(or checksum differs)")
         return meta
 
     def _load(self, p:Path, kind:str|None=None, config:dict|None=None):
         meta = self._meta(p)
         if kind is not None and (meta['kind'] != kind or meta.get('config') != _canon(self.keyed(config))):
-            raise CorruptArtifactError(f"{p} holds a {meta['kind']!r} artifact for another config than the one asked for; its recorded key does not match")
+            raise CorruptArtifactError(f"{p} holds a {meta['kind']!r} artifact for another config than the one "
+                                       "asked for; its recorded key does not match")
         try:
             if p.suffix == '.npy': return np.load(p, allow_pickle=False)
             return _put_back(torch.load(p, map_location='cpu', weights_only=True), meta.get('volatile', []))
@@ -428,9 +449,10 @@ class Cache:
         meta = dict(kind=kind, key=p.stem, config=_canon(self.keyed(config)), version=_version(), format=CACHE_FORMAT,
                     bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
         if volatile: meta['volatile'] = volatile  # measured wall times, kept out of the artifact's bytes
-        # sidecar first: a run killed between the two writes leaves a sidecar without its artifact (recomputed), never an
-        # artifact without a checkable sidecar
-        _atomic_write(p.with_suffix(p.suffix + '.json'), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
+        # sidecar first: a run killed between the two writes leaves a sidecar without its artifact (recomputed),
+        # never an artifact without a checkable sidecar
+        _atomic_write(p.with_suffix(p.suffix + '.json'),
+                      lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
         _atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
         return p
 
@@ -438,7 +460,7 @@ class Cache:
             config:dict, # full config; its hash is the key
             compute:Callable[[], Any], # makes the artifact when it is not stored
             ext:str='.pt', # '.pt' (torch.save; tensors / state dicts / dicts of numbers) or '.npy'
-            check:Callable|None=None): # `check(value)` raises `CorruptArtifactError` when a stored value is not usable (then: as a damaged file)
+            check:Callable|None=None): # `check(value)` raises `CorruptArtifactError` on unusable values (as if damaged)
         "Load the artifact of `kind` with `config`, computing and storing it when missing, corrupt or refused by `check`."
         v = self.load(kind, config, ext, check)
         if v is not None:

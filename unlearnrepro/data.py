@@ -28,25 +28,33 @@ class TensorData:
             raise BadValueError(f"x, y and idx differ in length: {len(self.x)}, {len(self.y)}, {len(self.idx)}")
         if not self.x.is_floating_point(): raise BadValueError(f"x must hold floating-point inputs, got {self.x.dtype}")
         if self.y.is_floating_point() or self.y.is_complex() or self.y.dtype == torch.bool or self.y.ndim != 1:
-            raise BadValueError(f"y must be a 1-d tensor of integer class labels, got {self.y.dtype} of shape {tuple(self.y.shape)}")
+            raise BadValueError(f"y must be a 1-d tensor of integer class labels, "
+                                f"got {self.y.dtype} of shape {tuple(self.y.shape)}")
     def __len__(self): return len(self.y)
     def check(self, name:str='the data', # what the examples are called in the message: 'the forget set', ...
               n_classes:int|None=None): # labels must lie in [0, n_classes) (None: not checked)
         "Raise a clear error for no examples, a non-finite input, a label outside the classes or an example held twice; returns `self`."
         if len(self) == 0: raise BadIndicesError(f"{name} is empty; it needs at least one example")
         bad = (~torch.isfinite(self.x)).flatten(1).any(1).nonzero().flatten()
-        if len(bad): raise BadValueError(f"{name} has {len(bad)} example(s) with a NaN or infinite input, the first at position {int(bad[0])} (idx {int(self.idx[bad[0]])}); drop or repair them before training")
+        if len(bad):
+            raise BadValueError(f"{name} has {len(bad)} example(s) with a NaN or infinite input, the first at position "
+                                f"{int(bad[0])} (idx {int(self.idx[bad[0]])}); drop or repair them before training")
         if n_classes is not None:
             out = ((self.y < 0) | (self.y >= n_classes)).nonzero().flatten()
-            if len(out): raise BadValueError(f"{name} has label {int(self.y[out[0]])} at position {int(out[0])} ({len(out)} such); labels must lie in [0, {n_classes}) for {n_classes} classes")
+            if len(out):
+                raise BadValueError(f"{name} has label {int(self.y[out[0]])} at position {int(out[0])} "
+                                    f"({len(out)} such); labels must lie in [0, {n_classes}) for {n_classes} classes")
         u, c = self.idx.unique(return_counts=True)
-        if (c > 1).any(): raise BadIndicesError(f"{name} holds example idx {int(u[c > 1][0])} {int(c[c > 1][0])} times ({int((c > 1).sum())} such); a set holds each example once")
+        if (c > 1).any():
+            raise BadIndicesError(f"{name} holds example idx {int(u[c > 1][0])} {int(c[c > 1][0])} times "
+                                  f"({int((c > 1).sum())} such); a set holds each example once")
         return self
     def subset(self, indices): # positions (not idx values) to keep
         "The examples at `indices` (a tensor, array or list of positions)."
         i = torch.as_tensor(np.asarray(indices), dtype=torch.long).reshape(-1)
         if len(i) and (int(i.min()) < 0 or int(i.max()) >= len(self)):
-            raise BadIndicesError(f"position {int(i.min()) if int(i.min()) < 0 else int(i.max())} is outside [0, {len(self)}); negative positions do not wrap around")
+            raise BadIndicesError(f"position {int(i.min()) if int(i.min()) < 0 else int(i.max())} is outside "
+                                  f"[0, {len(self)}); negative positions do not wrap around")
         return TensorData(self.x[i], self.y[i], self.idx[i])
     def to(self, device): return TensorData(self.x.to(device), self.y.to(device), self.idx.to(device))
     def __repr__(self): return f"TensorData(n={len(self)}, x={tuple(self.x.shape)}, classes={self.y.unique().numel()})"
@@ -62,18 +70,23 @@ class DataBundle:
     img_size: int
     config: dict = field(default_factory=dict) # the config that made it (part of downstream cache keys)
     val: TensorData|None = None # a validation split held out of the training data (`n_val`), or None
-    noisy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64)) # training positions whose labels were flipped (`label_noise`)
+    # training positions whose labels were flipped (`label_noise`)
+    noisy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     clean_y: torch.Tensor|None = None # the training labels before flipping (None: no label noise)
     def __post_init__(self):
         splits = [('train', self.train), ('test', self.test)] + ([('val', self.val)] if self.val is not None else [])
         for nm, d in splits:
-            if not isinstance(d, TensorData): raise BadValueError(f"the {nm} split must be a TensorData, got {type(d).__name__}")
+            if not isinstance(d, TensorData):
+                raise BadValueError(f"the {nm} split must be a TensorData, got {type(d).__name__}")
             d.check(f"the {nm} split of {self.name}", self.n_classes)
         if self.train.x.shape[1:] != self.test.x.shape[1:]:
-            raise BadValueError(f"the train and test splits differ in input shape: {tuple(self.train.x.shape[1:])} vs {tuple(self.test.x.shape[1:])}")
+            raise BadValueError(f"the train and test splits differ in input shape: "
+                                f"{tuple(self.train.x.shape[1:])} vs {tuple(self.test.x.shape[1:])}")
     def __repr__(self):
-        extra = (f", val={len(self.val)}" if self.val is not None else '') + (f", {len(self.noisy)} flipped labels" if len(self.noisy) else '')
-        return f"DataBundle({self.name}: train={len(self.train)}, test={len(self.test)}{extra}, {self.in_ch}x{self.img_size}x{self.img_size}, {self.n_classes} classes)"
+        extra = ((f", val={len(self.val)}" if self.val is not None else '')
+                 + (f", {len(self.noisy)} flipped labels" if len(self.noisy) else ''))
+        return (f"DataBundle({self.name}: train={len(self.train)}, test={len(self.test)}{extra}, "
+                f"{self.in_ch}x{self.img_size}x{self.img_size}, {self.n_classes} classes)")
 
 # %% ../nbs/01_data.ipynb #796e8da9
 def _normalise(train_x:torch.Tensor, *others:torch.Tensor):
@@ -87,7 +100,8 @@ def stratified_subset(y:np.ndarray, # labels
     "Sorted positions of a class-stratified random subset of size `n`."
     y = np.asarray(y); check_seed(seed)
     if n is None or n >= len(y):
-        if n is not None and n > len(y): raise BadValueError(f"subset size {n} is larger than the split ({len(y)} examples)")
+        if n is not None and n > len(y):
+            raise BadValueError(f"subset size {n} is larger than the split ({len(y)} examples)")
         return np.arange(len(y))
     if n <= 0: raise BadValueError(f"subset size {n} must be positive")
     from sklearn.model_selection import train_test_split
@@ -125,7 +139,8 @@ def load_dataset(name:str, # a name in `DATASETS`: digits, fashion_mnist, cifar1
     tr_x, tr_y, te_x, te_y, n_classes = loader(**kw)
     pool = stratified_subset(tr_y, None if n_train is None else n_train + (n_val or 0), subset_seed)
     if n_val:
-        if n_val >= len(pool): raise BadValueError(f"n_val={n_val} leaves no training data: the pool has {len(pool)} examples")
+        if n_val >= len(pool):
+            raise BadValueError(f"n_val={n_val} leaves no training data: the pool has {len(pool)} examples")
         v = stratified_subset(tr_y[pool], n_val, subset_seed + 1)
         va, tr = pool[v], np.delete(pool, v)
     else: va, tr = None, pool
@@ -133,13 +148,16 @@ def load_dataset(name:str, # a name in `DATASETS`: digits, fashion_mnist, cifar1
     f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)
     xs = _normalise(f32(tr_x[tr]), f32(te_x[te]), *([f32(tr_x[va])] if va is not None else []))
     y_tr, noisy, clean = tr_y[tr], np.zeros(0, dtype=np.int64), None
-    if label_noise: clean = torch.as_tensor(y_tr, dtype=torch.long); y_tr, noisy = flip_labels(y_tr, label_noise, n_classes, noise_seed)
+    if label_noise:
+        clean = torch.as_tensor(y_tr, dtype=torch.long)
+        y_tr, noisy = flip_labels(y_tr, label_noise, n_classes, noise_seed)
     cfg = dict(name=name, n_train=n_train, n_test=n_test, subset_seed=subset_seed,
                **{k: v for k, v in kw.items() if k not in ('root', 'download')})
     if n_val: cfg['n_val'] = n_val  # only when set: configs (and cache keys) of earlier runs stay as they were
     if label_noise: cfg.update(label_noise=label_noise, noise_seed=noise_seed)
     lab = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)
-    return DataBundle(name, TensorData(xs[0], lab(y_tr)), TensorData(xs[1], lab(te_y[te])), n_classes, xs[0].shape[1], xs[0].shape[2], cfg,
+    return DataBundle(name, TensorData(xs[0], lab(y_tr)), TensorData(xs[1], lab(te_y[te])), n_classes,
+                      xs[0].shape[1], xs[0].shape[2], cfg,
                       val=TensorData(xs[2], lab(tr_y[va])) if va is not None else None, noisy=noisy, clean_y=clean)
 
 # %% ../nbs/01_data.ipynb #99c1e646
@@ -164,7 +182,8 @@ def read_idx(path:str|Path):
     if zero != 0 or dtype_code != 0x08: raise CorruptArtifactError(f"{path} is not an unsigned-byte IDX file")
     shape = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)): raise CorruptArtifactError(f"{path} is truncated: {arr.size} bytes for shape {shape}")
+    if arr.size != int(np.prod(shape)):
+        raise CorruptArtifactError(f"{path} is truncated: {arr.size} bytes for shape {shape}")
     return arr.reshape(shape)
 
 def write_idx(arr:np.ndarray, path:str|Path):
@@ -173,7 +192,8 @@ def write_idx(arr:np.ndarray, path:str|Path):
     head = bytes([0, 0, 0x08, arr.ndim]) + struct.pack('>' + 'I' * arr.ndim, *arr.shape)
     with (gzip.open if path.suffix == '.gz' else open)(path, 'wb') as f: f.write(head + arr.tobytes())
 
-_FMNIST_FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']
+_FMNIST_FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+                 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']
 DEBIAN_FMNIST = Path('/usr/share/datasets/fashion-mnist')
 
 def _download_allowed(download:bool|None) -> bool:
@@ -202,26 +222,33 @@ def _fashion_mnist(root:str|None=None, # a folder with the four IDX files (plain
     else:
         if not _download_allowed(download):
             raise DataNotFoundError(f"Fashion-MNIST not found in {', '.join(map(str, cands))} and download is off; "
-                                    "install the Debian package dataset-fashion-mnist, point UNLEARNREPRO_DATA at the IDX files, or allow download=True")
+                                    "install the Debian package dataset-fashion-mnist, "
+                                    "point UNLEARNREPRO_DATA at the IDX files, or allow download=True")
         import torchvision
         dl = Path(root or env or default_cache_dir()/'data')
-        try: torchvision.datasets.FashionMNIST(dl, train=True, download=True); torchvision.datasets.FashionMNIST(dl, train=False, download=True)
-        except Exception as e: raise DataNotFoundError(f"Fashion-MNIST is not on disk and downloading into {dl} failed: {e}") from e
+        try:
+            torchvision.datasets.FashionMNIST(dl, train=True, download=True)
+            torchvision.datasets.FashionMNIST(dl, train=False, download=True)
+        except Exception as e:
+            raise DataNotFoundError(f"Fashion-MNIST is not on disk and downloading into {dl} failed: {e}") from e
         files = _find_idx(dl/'FashionMNIST'/'raw')
     xtr, ytr, xte, yte = [read_idx(f) for f in files]
-    return (xtr[:, None] / 255.0).astype(np.float32), ytr.astype(np.int64), (xte[:, None] / 255.0).astype(np.float32), yte.astype(np.int64), 10
+    return ((xtr[:, None] / 255.0).astype(np.float32), ytr.astype(np.int64),
+            (xte[:, None] / 255.0).astype(np.float32), yte.astype(np.int64), 10)
 
 # %% ../nbs/01_data.ipynb #60be99e6
 def _data_root(root): return Path(root or os.environ.get('UNLEARNREPRO_DATA') or default_cache_dir()/'data')
 
-_TV_FILES = {'CIFAR10': 'cifar-10-batches-py/', 'CIFAR100': 'cifar-100-python/', 'SVHN': 'train_32x32.mat and test_32x32.mat'}
+_TV_FILES = {'CIFAR10': 'cifar-10-batches-py/', 'CIFAR100': 'cifar-100-python/',
+             'SVHN': 'train_32x32.mat and test_32x32.mat'}
 
 def _tv(cls, root, download, **kw):
     "Instantiate a torchvision dataset, turning its errors into `DataNotFoundError` that says where the files go."
     root, dl = _data_root(root), _download_allowed(download)
     try: return cls(str(root), download=dl, **kw)
     except RuntimeError as e:
-        where = f"put {_TV_FILES.get(cls.__name__, 'its files')} in {root} (or point UNLEARNREPRO_DATA at the folder that holds them)"
+        where = (f"put {_TV_FILES.get(cls.__name__, 'its files')} in {root} "
+                 "(or point UNLEARNREPRO_DATA at the folder that holds them)")
         raise DataNotFoundError(f"{cls.__name__} not found (or corrupt) in {root}; download={dl}: {e}. "
                                 f"{where.capitalize()}{'' if dl else ', or allow the download (unset UNLEARNREPRO_DOWNLOAD=0 or pass download=True)'}") from e
     except OSError as e:
@@ -248,7 +275,8 @@ def _svhn(root:str|None=None, # folder holding train_32x32.mat and test_32x32.ma
           download:bool|None=None): # allow download (default on)
     import torchvision
     tr, te = (_tv(torchvision.datasets.SVHN, root, download, split=s) for s in ('train', 'test'))
-    f = lambda d: (d.data / 255.0).astype(np.float32)  # torchvision already gives N x 3 x 32 x 32 and maps label 10 -> 0
+    # torchvision already gives N x 3 x 32 x 32 and maps label 10 -> 0
+    f = lambda d: (d.data / 255.0).astype(np.float32)
     return f(tr), np.asarray(tr.labels), f(te), np.asarray(te.labels), 10
 
 # %% ../nbs/01_data.ipynb #0b6b3325
@@ -258,14 +286,17 @@ def integer_positions(values, # positions: a list, array or tensor
     a = np.asarray(values)
     bad = None
     if np.issubdtype(a.dtype, np.integer):
-        if a.size and isinstance(values, (list, tuple)):  # np.asarray reads [True, 5] as [1, 5]: look at the elements themselves
+        # np.asarray reads [True, 5] as [1, 5]: look at the elements themselves
+        if a.size and isinstance(values, (list, tuple)):
             bad = next((v for v in np.asarray(values, dtype=object).ravel() if isinstance(v, (bool, np.bool_))), None)
         if bad is None: return a.astype(np.int64).ravel()
     else:
         flat = a.ravel()
-        bad = next((v for v in flat if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))), flat[0] if flat.size else None)
+        bad = next((v for v in flat if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_))),
+                   flat[0] if flat.size else None)
     bad = bad.item() if isinstance(bad, np.generic) else bad
-    raise BadIndicesError(f"{name} holds {bad!r}: positions must be integers, not floats or bools (the values are never truncated or read as 0/1)")
+    raise BadIndicesError(f"{name} holds {bad!r}: positions must be integers, not floats or bools "
+                          "(the values are never truncated or read as 0/1)")
 
 def check_split(forget, # forget positions
                 n:int, # size of the training split
@@ -276,16 +307,21 @@ def check_split(forget, # forget positions
     bad = f[(f < 0) | (f >= n)]
     if bad.size: raise BadIndicesError(f"forget index {int(bad[0])} is out of range: indices must lie in [0, {n})")
     u, c = np.unique(f, return_counts=True)
-    if (c > 1).any(): raise BadIndicesError(f"forget index {int(u[c > 1][0])} appears {int(c[c > 1][0])} times; indices must be unique")
+    if (c > 1).any():
+        raise BadIndicesError(f"forget index {int(u[c > 1][0])} appears {int(c[c > 1][0])} times; "
+                              "indices must be unique")
     if retain is None: r = np.setdiff1d(np.arange(n), u)
     else:
         r = integer_positions(retain, 'the retain set')
         bad = r[(r < 0) | (r >= n)]
         if bad.size: raise BadIndicesError(f"retain index {int(bad[0])} is out of range: indices must lie in [0, {n})")
         both = np.intersect1d(u, r)
-        if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set ({both.size} overlap); they must be disjoint")
+        if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set "
+                                            f"({both.size} overlap); they must be disjoint")
         ur, cr = np.unique(r, return_counts=True)
-        if (cr > 1).any(): raise BadIndicesError(f"retain index {int(ur[cr > 1][0])} appears {int(cr[cr > 1][0])} times; indices must be unique")
+        if (cr > 1).any():
+            raise BadIndicesError(f"retain index {int(ur[cr > 1][0])} appears {int(cr[cr > 1][0])} times; "
+                                  "indices must be unique")
     if r.size == 0: raise BadIndicesError("the retain set is empty: the forget set covers the whole training set")
     return u, np.sort(r)
 
@@ -311,13 +347,15 @@ def forget_classes(labels, # training labels
     present = set(np.unique(y).tolist())
     if not classes: raise BadValueError("classes is empty; name at least one class")
     missing = [c for c in classes if c not in present]
-    if missing: raise BadValueError(f"class {missing[0]} does not occur in the labels; present classes: {sorted(present)}")
+    if missing:
+        raise BadValueError(f"class {missing[0]} does not occur in the labels; present classes: {sorted(present)}")
     k = max(1, int(round(frac * len(y)))); rng = np.random.default_rng(seed)
     per = [k // len(classes) + (i < k % len(classes)) for i in range(len(classes))]
     out = []
     for c, m in zip(classes, per):
         pool = np.flatnonzero(y == c)
-        if m > len(pool): raise BadValueError(f"frac={frac} asks for {m} examples of class {c}, which has only {len(pool)}")
+        if m > len(pool):
+            raise BadValueError(f"frac={frac} asks for {m} examples of class {c}, which has only {len(pool)}")
         out.append(rng.choice(pool, m, replace=False))
     return np.sort(np.concatenate(out))
 
@@ -331,8 +369,8 @@ def forget_quantile(scores, # one score per training example
     m = check_int('m', m, 1, n)
     if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
         nan = np.flatnonzero(np.isnan(s))
-        raise BadValueError(f"scores hold {len(nan)} NaN of {n} (first at position {nan[0]}): a NaN has no place in the score order; "
-                            "drop those examples or give them a value")
+        raise BadValueError(f"scores hold {len(nan)} NaN of {n} (first at position {nan[0]}): "
+                            "a NaN has no place in the score order; drop those examples or give them a value")
     centres = {'q1': 0.25, 'q2': 0.5, 'q3': 0.75}
     order = np.argsort(s, kind='stable')
     if where == 'first': sel = order[:m]

@@ -26,7 +26,8 @@ def _check_matrix(included, correct) -> tuple:
     I, C = np.asarray(included), np.asarray(correct)
     if I.ndim != 2 or I.shape != C.shape:
         raise BadValueError(f"included and correct must be K x N arrays of the same shape, got {I.shape} and {C.shape}")
-    if I.size == 0: raise BadValueError(f"included and correct are empty (shape {I.shape}); need at least one run and one example")
+    if I.size == 0:
+        raise BadValueError(f"included and correct are empty (shape {I.shape}); need at least one run and one example")
     for nm, a in (('included', I), ('correct', C)):
         if a.dtype != bool and not (np.issubdtype(a.dtype, np.number) and np.isin(a, (0, 1)).all()):
             raise BadValueError(f"{nm} must hold booleans (or 0/1), got dtype {a.dtype}")
@@ -35,7 +36,8 @@ def _check_matrix(included, correct) -> tuple:
 def _mean_where(C, M):
     "Column means of C over the rows where M is true; NaN for columns with no such row."
     n = M.sum(0)
-    with np.errstate(invalid='ignore', divide='ignore'): return np.where(n > 0, (C & M).sum(0) / np.maximum(n, 1), np.nan)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(n > 0, (C & M).sum(0) / np.maximum(n, 1), np.nan)
 
 def heldout_accuracy(included, # K x N bool: run k trained on example i
                      correct) -> np.ndarray: # K x N bool: run k classifies example i correctly
@@ -51,8 +53,9 @@ def estimate_memorization(included, # K x N bool: run k trained on example i
     mem = _mean_where(C, I) - _mean_where(C, ~I)
     never_in, never_out = int((~I.any(0)).sum()), int(I.all(0).sum())
     if warn and (never_in or never_out):
-        warnings.warn(f"estimate_memorization: {never_out} of {I.shape[1]} examples were never held out and {never_in} never "
-                      f"trained on in {I.shape[0]} runs; their estimate is NaN (use more runs)", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"estimate_memorization: {never_out} of {I.shape[1]} examples were never held out and "
+                      f"{never_in} never trained on in {I.shape[0]} runs; their estimate is NaN (use more runs)",
+                      RuntimeWarning, stacklevel=2)
     return mem
 
 # %% ../nbs/04_memorization.ipynb #3f355923
@@ -64,7 +67,8 @@ def subset_runs(n:int, # size of the training split
     n, k, seed = check_int('n', n, 2), check_int('k', k, 1), check_seed(seed)
     frac = check_fraction('frac', frac, allow_one=False)
     m = int(round(frac * n))
-    if not 1 <= m < n: raise BadValueError(f"frac={frac} of n={n} gives subsets of {m} examples; need between 1 and {n - 1}")
+    if not 1 <= m < n:
+        raise BadValueError(f"frac={frac} of n={n} gives subsets of {m} examples; need between 1 and {n - 1}")
     runs = []
     for child in np.random.SeedSequence(seed).spawn(k):
         rng = np.random.default_rng(child)
@@ -125,8 +129,9 @@ class MemorizationEstimate:
     cost: dict # examples, forward, steps, trainings
     n_undefined: int # examples without an estimate
     def __repr__(self):
-        return (f"MemorizationEstimate(K={self.included.shape[0]}, N={self.included.shape[1]}, mean={np.nanmean(self.memorization):.3f}, "
-                f"noise ceiling={self.noise_ceiling:.3f}, undefined={self.n_undefined}, {self.cost['trainings']:.1f} trainings)")
+        return (f"MemorizationEstimate(K={self.included.shape[0]}, N={self.included.shape[1]}, "
+                f"mean={np.nanmean(self.memorization):.3f}, noise ceiling={self.noise_ceiling:.3f}, "
+                f"undefined={self.n_undefined}, {self.cost['trainings']:.1f} trainings)")
 
 def _engine(data, model_cfg, recipe, backend):
     "The engine fit_many will use: 'ensemble' (vmap) or 'single'."
@@ -149,26 +154,32 @@ def memorization_scores(data:DataBundle, # dataset; memorization of every exampl
     cfg = dict(data=data.config, model=model_cfg, recipe=asdict(recipe), k=k, frac=frac, seed=seed,
                engine=_engine(data, model_cfg, recipe, backend))
     def compute():
-        out = fit_many(data, model_cfg, recipe, runs, cache=cache, backend=backend, client=client, members=members, desc='memorization runs')
+        out = fit_many(data, model_cfg, recipe, runs, cache=cache, backend=backend, client=client, members=members,
+                       desc='memorization runs')
         C = torch.stack([o['train_probs'].argmax(1) == data.train.y for o in out])
-        return dict(included=torch.as_tensor(included_matrix(runs, n)), correct=C, seconds=torch.tensor(float(sum(o['seconds'] for o in out))))
+        return dict(included=torch.as_tensor(included_matrix(runs, n)), correct=C,
+                    seconds=torch.tensor(float(sum(o['seconds'] for o in out))))
     art = cache.get('memorization', cfg, compute) if cache is not None else compute()
     I, C = art['included'].numpy(), art['correct'].numpy()
     mem = estimate_memorization(I, C)
     nc = noise_ceiling(I, C, seed)
     m = len(runs[0]['positions'])
-    cost = cost_dict(examples=k * recipe.epochs * m, forward=k * n, steps=k * recipe.epochs * math.ceil(m / recipe.batch_size),
-                     epochs=recipe.epochs, n=n)
-    cost['seconds'] = float(art['seconds']) if 'seconds' in art else float('nan')  # training time of the K runs, one process each
-    return MemorizationEstimate(mem, heldout_accuracy(I, C), nc['ceiling'], nc['r'], I, C, cost, int(np.isnan(mem).sum()))
+    cost = cost_dict(examples=k * recipe.epochs * m, forward=k * n,
+                     steps=k * recipe.epochs * math.ceil(m / recipe.batch_size), epochs=recipe.epochs, n=n)
+    # training time of the K runs, one process each
+    cost['seconds'] = float(art['seconds']) if 'seconds' in art else float('nan')
+    return MemorizationEstimate(mem, heldout_accuracy(I, C), nc['ceiling'], nc['r'], I, C, cost,
+                                int(np.isnan(mem).sum()))
 
 # %% ../nbs/04_memorization.ipynb #b4ebba47
-EVENT_PROXIES = {'confidence': 'confidence', 'max_confidence': 'max_confidence', 'neg_entropy': 'neg_entropy', 'binary_accuracy': 'accuracy'}
+EVENT_PROXIES = {'confidence': 'confidence', 'max_confidence': 'max_confidence', 'neg_entropy': 'neg_entropy',
+                 'binary_accuracy': 'accuracy'}
 
 def event_proxies(events:dict) -> dict: # the result of the 'events' recorder (fit's run['records']['events'])
     "The four learning-event proxies (numpy float64, one per recorded example): confidence, max_confidence, neg_entropy, binary_accuracy."
     missing = [v for v in EVENT_PROXIES.values() if v not in events]
-    if missing: raise BadValueError(f"not an 'events' recording: it lacks {missing}; record it with fit(..., record={{'events': {{}}}})")
+    if missing: raise BadValueError(f"not an 'events' recording: it lacks {missing}; "
+                                    f"record it with fit(..., record={{'events': {{}}}})")
     return {k: np.asarray(events[v], dtype=np.float64) for k, v in EVENT_PROXIES.items()}
 
 # %% ../nbs/04_memorization.ipynb #dd884c5a
@@ -177,7 +188,8 @@ def symmetric_kl(p:torch.Tensor, # N x C probabilities
                  eps:float=1e-10) -> torch.Tensor: # clamp both below at eps (no renormalisation)
     "Per row: ½[KL(p‖q) + KL(q‖p)] = ½ Σ (p−q)(log p − log q), with p, q clamped at eps."
     p, q = torch.as_tensor(p).double().clamp_min(eps), torch.as_tensor(q).double().clamp_min(eps)
-    if p.shape != q.shape: raise BadValueError(f"p and q must have one shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    if p.shape != q.shape:
+        raise BadValueError(f"p and q must have one shape, got {tuple(p.shape)} and {tuple(q.shape)}")
     return 0.5 * ((p - q) * (p.log() - q.log())).sum(-1)
 
 def holdout_retraining(model:nn.Module, # the trained model (not modified)
@@ -193,9 +205,11 @@ def holdout_retraining(model:nn.Module, # the trained model (not modified)
                        eps:float=1e-10) -> tuple: # probability clamp of the KL
     "Fine-tune a copy on held-out data with early stopping; per training example, symmetric KL between the two models' softmax. Returns (scores, info)."
     heldout = data.val if heldout is None else heldout
-    if heldout is None: raise BadValueError("holdout retraining needs held-out data: data.val is None; load the dataset with n_val=... (the test set is never used)")
+    if heldout is None: raise BadValueError("holdout retraining needs held-out data: data.val is None; "
+                                            "load the dataset with n_val=... (the test set is never used)")
     patience = check_int('patience', patience, 1); max_epochs = check_int('max_epochs', max_epochs, 1)
-    recipe = Recipe(epochs=max_epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, schedule='constant')
+    recipe = Recipe(epochs=max_epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+                    schedule='constant')
     tuned, losses, acc = copy.deepcopy(model), [], [0.0]
     state = dict(best=math.inf, bad=0)
     def add(s): acc[0] += s.losses.double().sum().item()
@@ -209,7 +223,8 @@ def holdout_retraining(model:nn.Module, # the trained model (not modified)
     scores = symmetric_kl(predict(model, data.train)['probs'], predict(tuned, data.train)['probs'], eps).numpy()
     e, n = len(losses), len(data.train)
     cost = cost_dict(examples=e * len(heldout), forward=2 * n, steps=e * math.ceil(len(heldout) / batch_size))
-    return scores, dict(epochs=e, losses=losses, stopped_early=e < max_epochs, cost=cost, seconds=time.perf_counter() - t0)
+    return scores, dict(epochs=e, losses=losses, stopped_early=e < max_epochs, cost=cost,
+                        seconds=time.perf_counter() - t0)
 
 # %% ../nbs/04_memorization.ipynb #4fb9173c
 def input_grads(model:nn.Module, # model (used as it is; put it in eval mode first)
@@ -243,7 +258,8 @@ class Curvature(Recorder):
         super().__init__(epochs=epochs, every=every, h=h, batch_size=batch_size)
     def start(self, model, data, recipe):
         super().start(model, data, recipe); self.data, self.values, self.seconds = data, {}, 0.0
-        o = self.options; every = 1 if o['epochs'] is None and o['every'] is None else o['every']  # default: every epoch
+        o = self.options
+        every = 1 if o['epochs'] is None and o['every'] is None else o['every']  # default: every epoch
         self.at = epoch_list(o['epochs'], every, recipe.epochs, 'curvature')
         if 0 in self.at: self.on_epoch(-1, model)
     def on_epoch(self, epoch, model):
@@ -253,7 +269,8 @@ class Curvature(Recorder):
             self.seconds += time.perf_counter() - t0
     def result(self):
         per = torch.stack([self.values[e] for e in self.at])
-        return dict(epochs=torch.tensor(self.at), per_epoch=per, curvature=per.mean(0), seconds=torch.tensor(self.seconds))
+        return dict(epochs=torch.tensor(self.at), per_epoch=per, curvature=per.mean(0),
+                    seconds=torch.tensor(self.seconds))
 
 # %% ../nbs/04_memorization.ipynb #a37f000b
 def _train_until(data, model_cfg, recipe, seed, epoch):
@@ -284,13 +301,15 @@ def early_difficulty(data:DataBundle, # dataset (scores for data.train)
     def compute():
         t0 = time.perf_counter(); ms = [_train_until(data, model_cfg, recipe, s, epoch) for s in seeds]
         return dict(el2n=torch.stack([el2n(m, data.train) for m in ms]).mean(0),
-                    grand=torch.stack([per_example_grad_norms(m, data.train) for m in ms]).mean(0), seconds=torch.tensor(time.perf_counter() - t0))
+                    grand=torch.stack([per_example_grad_norms(m, data.train) for m in ms]).mean(0),
+                    seconds=torch.tensor(time.perf_counter() - t0))
     cfg = dict(data=data.config, model=model_cfg, recipe=asdict(recipe), epoch=epoch, seeds=seeds)
     art = cache.get('early_difficulty', cfg, compute) if cache is not None else compute()
     n, S = len(data.train), len(seeds)
     train_cost = dict(examples=S * epoch * n, steps=S * epoch * math.ceil(n / recipe.batch_size))
     return dict(el2n=art['el2n'].double().numpy(), grand=art['grand'].double().numpy(), epoch=epoch, seeds=seeds,
-                seconds=float(art['seconds']) if 'seconds' in art else float('nan'), # early models and both scores, when computed
+                # early models and both scores, when computed
+                seconds=float(art['seconds']) if 'seconds' in art else float('nan'),
                 cost=dict(el2n=cost_dict(forward=S * n, **train_cost),
                           grand=cost_dict(examples=train_cost['examples'] + S * n, steps=train_cost['steps'])))
 
@@ -315,7 +334,8 @@ def score_sign(name:str) -> int:
 def _check_len(name, values, n):
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or len(v) != n:
-        raise BadValueError(f"score {name!r} has {v.shape[0] if v.ndim else 0} values (shape {v.shape}) but the training set has {n} examples")
+        raise BadValueError(f"score {name!r} has {v.shape[0] if v.ndim else 0} values (shape {v.shape}) "
+                            f"but the training set has {n} examples")
     return v
 
 def memorization_like(name:str, # a name in SCORES
@@ -335,7 +355,8 @@ class Score:
     cost: dict # examples, forward, steps, trainings (extra, beyond the original training)
     seconds: float = float('nan') # wall time of the extra work, measured when it was computed
     def __repr__(self):
-        return f"Score({self.name}, N={len(self.values)}, sign={self.sign:+d}, {self.cost.get('trainings', float('nan')):.3g} trainings)"
+        return (f"Score({self.name}, N={len(self.values)}, sign={self.sign:+d}, "
+                f"{self.cost.get('trainings', float('nan')):.3g} trainings)")
 
 def make_score(name:str, # a name in SCORES
                values, # raw values, one per training example
@@ -343,7 +364,8 @@ def make_score(name:str, # a name in SCORES
                cost:dict|None=None, # counts from cost_dict
                epochs:int|None=None) -> Score: # epochs of the original training (for `trainings`)
     "A checked `Score`: known name, one value per training example, memorization-like values, cost with `trainings`."
-    sign = score_sign(name); v = _check_len(name, values, n)  # the name first: an unknown name is the error, not the length
+    # the name first: an unknown name is the error, not the length
+    sign = score_sign(name); v = _check_len(name, values, n)
     c = cost_dict(**{k: (cost or {}).get(k, 0) for k in ('examples', 'forward', 'steps')}, epochs=epochs, n=n)
     return Score(name, v, sign, sign * v, c, float((cost or {}).get('seconds', float('nan'))))
 
@@ -366,7 +388,8 @@ class ScoreSetup:
         self.data, self.model_cfg, self.seed, self.cache = data, model_cfg, check_seed(seed), cache
         self.recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
         self.k, self.frac, self.backend, self.client, self.members = k, frac, backend, client, members
-        self.curvature, self.holdout, self.early_opts = dict(curvature or {'every': 1}), dict(holdout or {}), dict(early or {})
+        self.curvature, self.holdout, self.early_opts = (dict(curvature or {'every': 1}), dict(holdout or {}),
+                                                         dict(early or {}))
         self._memo = {}
     @property
     def n(self): return len(self.data.train)
@@ -385,10 +408,12 @@ class ScoreSetup:
                                                   record={'events': {}, 'curvature': self.curvature}, kind='original'))
     def events(self) -> dict: return self.original()[1]['records']['events']
     def memorization(self) -> MemorizationEstimate:
-        return self._once('mem', lambda: memorization_scores(self.data, self.model_cfg, self.recipe, self.k, self.frac, self.seed,
-                                                             self.cache, self.backend, self.client, self.members))
+        return self._once('mem', lambda: memorization_scores(self.data, self.model_cfg, self.recipe, self.k, self.frac,
+                                                             self.seed, self.cache, self.backend, self.client,
+                                                             self.members))
     def early(self) -> dict:
-        return self._once('early', lambda: early_difficulty(self.data, self.model_cfg, self.recipe, cache=self.cache, **self.early_opts))
+        return self._once('early', lambda: early_difficulty(self.data, self.model_cfg, self.recipe, cache=self.cache,
+                                                            **self.early_opts))
     def __repr__(self): return f"ScoreSetup({self.data.name}, {self.model_cfg}, N={self.n}, k={self.k})"
 
 def compute_score(setup:ScoreSetup, # what to compute it from
@@ -399,9 +424,11 @@ def compute_score(setup:ScoreSetup, # what to compute it from
         t0 = time.perf_counter(); values, cost = f(setup)
         s = make_score(name, values, setup.n, cost, setup.recipe.epochs)
         secs = s.seconds if 'seconds' in (cost or {}) else time.perf_counter() - t0
-        return dict(values=torch.as_tensor(s.values), cost=s.cost, seconds=torch.tensor(float(secs), dtype=torch.float64))
+        return dict(values=torch.as_tensor(s.values), cost=s.cost,
+                    seconds=torch.tensor(float(secs), dtype=torch.float64))
     art = setup.cache.get('score', setup.score_key(name), compute) if setup.cache is not None else compute()
-    return make_score(name, art['values'].numpy(), setup.n, dict(art['cost'], seconds=float(art['seconds'])), setup.recipe.epochs)
+    return make_score(name, art['values'].numpy(), setup.n, dict(art['cost'], seconds=float(art['seconds'])),
+                      setup.recipe.epochs)
 
 def compute_scores(setup:ScoreSetup, # what to compute them from
                    names:list|None=None) -> dict: # names in SCORES (None: all)
@@ -419,10 +446,12 @@ def _mem(s): e = s.memorization(); return e.memorization, e.cost
 def _cscore(s): e = s.memorization(); return e.heldout_accuracy, e.cost
 
 def _event(key):
-    def f(s): return event_proxies(s.events())[key], dict(cost_dict(), seconds=0.0)  # recorded during the original training
+    # recorded during the original training
+    def f(s): return event_proxies(s.events())[key], dict(cost_dict(), seconds=0.0)
     f.__qualname__ = f'_event_{key}'; return f
 for _k, _what in [('confidence', 'mean train-mode p_y'), ('max_confidence', 'mean train-mode max_c p_c'),
-                  ('neg_entropy', 'mean train-mode sum_c p_c log p_c'), ('binary_accuracy', 'fraction of visits classified correctly (learning speed)')]:
+                  ('neg_entropy', 'mean train-mode sum_c p_c log p_c'),
+                  ('binary_accuracy', 'fraction of visits classified correctly (learning speed)')]:
     register_score(_k, -1, _what)(_event(_k))
 
 @register_score('forgetting_events', +1, 'correct-to-wrong transitions between visits')
@@ -430,12 +459,14 @@ def _forget(s): return s.events()['forgetting_events'].numpy(), dict(cost_dict()
 
 @register_score('holdout_retraining', +1, 'symmetric KL after fine-tuning on held-out data', ('holdout',))
 def _holdout(s):
-    v, info = holdout_retraining(s.original()[0], s.data, **s.holdout); return v, dict(info['cost'], seconds=info['seconds'])
+    v, info = holdout_retraining(s.original()[0], s.data, **s.holdout)
+    return v, dict(info['cost'], seconds=info['seconds'])
 
 @register_score('curvature', +1, 'input-loss curvature averaged over recorded epochs', ('curvature',))
 def _curv(s):
     rc = s.original()[1]['records']['curvature']
-    return rc['curvature'].numpy(), dict(cost_dict(examples=2 * s.n * len(rc['epochs'])), seconds=float(rc.get('seconds', float('nan'))))
+    return rc['curvature'].numpy(), dict(cost_dict(examples=2 * s.n * len(rc['epochs'])),
+                                         seconds=float(rc.get('seconds', float('nan'))))
 
 @register_score('final_loss', +1, 'eval-mode loss of the trained model')
 def _final_loss(s):

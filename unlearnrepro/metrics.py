@@ -45,34 +45,43 @@ def check_probs(probs, # examples x classes, rows are probability vectors
     if p.ndim != 2: raise BadValueError(f"probs must be a 2-D array (examples x classes), got shape {p.shape}")
     y = _np(labels, None)
     if y.ndim != 1 or len(y) != len(p):
-        raise BadValueError(f"labels must be 1-D with one label per row of probs: got labels of shape {y.shape} for probs of shape {p.shape}")
-    if len(y) and not np.issubdtype(y.dtype, np.integer): raise BadValueError(f"labels must be integers, got dtype {y.dtype}")
+        raise BadValueError(f"labels must be 1-D with one label per row of probs: "
+                            f"got labels of shape {y.shape} for probs of shape {p.shape}")
+    if len(y) and not np.issubdtype(y.dtype, np.integer):
+        raise BadValueError(f"labels must be integers, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
-        raise BadValueError(f"label {int(y.min() if y.min() < 0 else y.max())} is out of range: labels must lie in [0, {p.shape[1]})")
+        raise BadValueError(f"label {int(y.min() if y.min() < 0 else y.max())} is out of range: "
+                            f"labels must lie in [0, {p.shape[1]})")
     if not np.isfinite(p).all(): raise BadValueError("probs contains non-finite values (nan or inf)")
-    if (p < -tol).any() or (p > 1 + tol).any(): raise BadValueError(f"probs must lie in [0, 1], found values in [{p.min():.4g}, {p.max():.4g}]; pass softmax probabilities, not logits")
+    if (p < -tol).any() or (p > 1 + tol).any():
+        raise BadValueError(f"probs must lie in [0, 1], found values in [{p.min():.4g}, {p.max():.4g}]; "
+                            "pass softmax probabilities, not logits")
     s = p.sum(1); bad = np.abs(s - 1) > tol
     if bad.any():
         i = int(np.argmax(bad))
-        raise BadValueError(f"row {i} of probs sums to {s[i]:.6f}, not 1 (tolerance {tol}); pass softmax probabilities, not logits")
+        raise BadValueError(f"row {i} of probs sums to {s[i]:.6f}, not 1 (tolerance {tol}); "
+                            "pass softmax probabilities, not logits")
     return np.clip(p, 0, 1), y
 
 # %% ../nbs/07_metrics.ipynb #4a388dbb
 def _outputs(model, data, batch_size):
     p = predict(model, data, batch_size=batch_size)
-    return dict(probs=p['probs'].float(), loss=p['loss'].float(), y=p['y'].long(), idx=p['idx'].long(), correct=p['correct'])
+    return dict(probs=p['probs'].float(), loss=p['loss'].float(), y=p['y'].long(), idx=p['idx'].long(),
+                correct=p['correct'])
 
 def evaluate(model:nn.Module, # model to evaluate (eval mode, no gradients)
              splits:dict, # split name -> TensorData, e.g. forget / retain / test
              cache:Cache|None=None, # store per-example outputs under (model hash, split hash)
              batch_size:int=1024): # evaluation batch size
     "Accuracy and mean loss per split, plus per-example outputs (probs, loss, y, idx, correct)."
-    if not isinstance(splits, dict) or not splits: raise BadValueError(f"splits must be a non-empty dict name -> TensorData, got {type(splits).__name__}")
+    if not isinstance(splits, dict) or not splits:
+        raise BadValueError(f"splits must be a non-empty dict name -> TensorData, got {type(splits).__name__}")
     mh = content_hash(model.state_dict()) if cache is not None else None
     outs = {}
     for name, d in splits.items():
-        if not isinstance(d, TensorData): raise BadValueError(f"split {name!r} must be a TensorData, got {type(d).__name__}")
+        if not isinstance(d, TensorData):
+            raise BadValueError(f"split {name!r} must be a TensorData, got {type(d).__name__}")
         if len(d) == 0: raise BadValueError(f"split {name!r} is empty; every split needs at least one example")
         compute = lambda d=d: _outputs(model, d, batch_size)
         if cache is None: outs[name] = compute()
@@ -84,7 +93,8 @@ def evaluate(model:nn.Module, # model to evaluate (eval mode, no gradients)
 
 # %% ../nbs/07_metrics.ipynb #e48d29c2
 def _metric_dict(d, name):
-    if not isinstance(d, dict) or not d: raise BadValueError(f"{name} must be a non-empty dict metric name -> value, got {d!r}")
+    if not isinstance(d, dict) or not d:
+        raise BadValueError(f"{name} must be a non-empty dict metric name -> value, got {d!r}")
     out = {}
     for k, v in d.items():
         try: v = float(v)
@@ -103,7 +113,8 @@ def gaps(metrics_u:dict, # metric name -> value of the unlearned model
     rts = [_metric_dict(r, 'metrics_rt') for r in rts]
     for r in rts:
         if set(r) != set(u):
-            raise BadValueError(f"the unlearned and oracle metrics differ: only unlearned {sorted(set(u) - set(r))}, only oracle {sorted(set(r) - set(u))}")
+            raise BadValueError(f"the unlearned and oracle metrics differ: only unlearned {sorted(set(u) - set(r))}, "
+                                f"only oracle {sorted(set(r) - set(u))}")
     if 'avg_gap' in u: raise BadValueError("'avg_gap' is the name of the summary; rename that metric")
     d = {k: u[k] - float(np.mean([r[k] for r in rts])) for k in u}
     out = {k: (v if signed else abs(v)) for k, v in d.items()}
@@ -155,9 +166,11 @@ def svc_mia(shadow_in, # features of shadow members (n_in,) or (n_in, d)
             shadow_out, # features of shadow non-members (n_out,) or (n_out, d)
             target): # features of the forget set (n_f,) or (n_f, d)
     "Fraction of `target` an RBF SVC (C=3, gamma='auto') trained on members vs non-members calls non-member."
-    a, b, t = _features2d(shadow_in, 'shadow_in'), _features2d(shadow_out, 'shadow_out'), _features2d(target, 'target (forget set)')
+    a, b, t = (_features2d(shadow_in, 'shadow_in'), _features2d(shadow_out, 'shadow_out'),
+               _features2d(target, 'target (forget set)'))
     if not (a.shape[1] == b.shape[1] == t.shape[1]):
-        raise BadValueError(f"feature dimensions differ: shadow_in {a.shape[1]}, shadow_out {b.shape[1]}, target {t.shape[1]}")
+        raise BadValueError(f"feature dimensions differ: shadow_in {a.shape[1]}, shadow_out {b.shape[1]}, "
+                            f"target {t.shape[1]}")
     clf = SVC(C=3, kernel='rbf', gamma='auto').fit(np.concatenate([a, b]), np.r_[np.ones(len(a)), np.zeros(len(b))])
     return float((clf.predict(t) == 0).mean())
 
@@ -175,7 +188,8 @@ def _stratified_members(y_retain, y_test, seed):
         else: chosen.append(rng.choice(pool, k, replace=False))
     chosen = np.concatenate(chosen)
     if short:
-        warnings.warn(f"the retain set lacks {short} examples to match the test set's label counts; filling with other classes")
+        warnings.warn(f"the retain set lacks {short} examples to match the test set's label counts; "
+                      "filling with other classes")
         chosen = np.r_[chosen, rng.choice(np.setdiff1d(np.arange(len(y_retain)), chosen), short, replace=False)]
     return np.sort(chosen)
 
@@ -192,7 +206,9 @@ def shadow_members(y_retain, # labels of the retain set
     f = SHADOW_SAMPLERS[sampling]
     y_retain, y_test = _np(y_retain, np.int64), _np(y_test, np.int64)
     if len(y_test) == 0: raise BadValueError("the test set is empty; the attack needs non-members")
-    if len(y_retain) < len(y_test): raise BadValueError(f"the retain set ({len(y_retain)} examples) is smaller than the test set ({len(y_test)}); cannot draw as many shadow members")
+    if len(y_retain) < len(y_test):
+        raise BadValueError(f"the retain set ({len(y_retain)} examples) is smaller than the test set ({len(y_test)}); "
+                            "cannot draw as many shadow members")
     return f(y_retain, y_test, seed)
 
 def population_mia(source, # a model, or the result of `evaluate` (or its 'outputs')
@@ -232,16 +248,20 @@ def loss_mia_auc(forget_losses, # per-example losses on the forget set
                  seed:int=0): # seed of the subsample and of the folds
     "Cross-validated ROC AUC (at least 0.5: chance) of a logistic regression telling forget from (size-matched) test examples by log-loss."
     f, t, seed = _vector(forget_losses, 'forget_losses'), _vector(test_losses, 'test_losses'), check_seed(seed)
-    if not (isinstance(n_splits, int) and n_splits >= 2): raise BadValueError(f"n_splits={n_splits!r} must be an integer >= 2")
+    if not (isinstance(n_splits, int) and n_splits >= 2):
+        raise BadValueError(f"n_splits={n_splits!r} must be an integer >= 2")
     n = min(len(f), len(t))
-    if n < n_splits: raise BadValueError(f"loss_mia_auc needs at least n_splits={n_splits} examples in each set, got {len(f)} forget and {len(t)} test")
+    if n < n_splits: raise BadValueError(f"loss_mia_auc needs at least n_splits={n_splits} examples in each set, "
+                                         f"got {len(f)} forget and {len(t)} test")
     rng = np.random.default_rng(seed)
     f = f[np.sort(rng.choice(len(f), n, replace=False))] if len(f) > n else f
     t = t[np.sort(rng.choice(len(t), n, replace=False))] if len(t) > n else t
     if (f < 0).any() or (t < 0).any(): raise BadValueError("losses must be >= 0 (cross-entropies); got a negative one")
-    X, y = np.log(np.maximum(np.r_[f, t], LOSS_CLAMP))[:, None], np.r_[np.ones(n), np.zeros(n)]  # log-loss: the tail cannot set the direction
+    # log-loss: the tail cannot set the direction
+    X, y = np.log(np.maximum(np.r_[f, t], LOSS_CLAMP))[:, None], np.r_[np.ones(n), np.zeros(n)]
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return max(0.5, float(cross_val_score(LogisticRegression(), X, y, cv=cv, scoring='roc_auc').mean()))  # below chance: nothing found
+    # below chance: nothing found
+    return max(0.5, float(cross_val_score(LogisticRegression(), X, y, cv=cv, scoring='roc_auc').mean()))
 
 def ks_distance(losses_a, # e.g. forget-set losses of the unlearned model
                 losses_b): # e.g. forget-set losses of the oracle
@@ -299,16 +319,19 @@ def _check_endpoints(model, pa, pb):
         if not isinstance(p, dict) or not p: raise BadValueError(f"{nm} must be a non-empty dict name -> tensor")
         unknown = [k for k in p if k not in names]
         if unknown: raise BadValueError(f"{nm} has {unknown[0]!r}, which is not a parameter or buffer of the model")
-    if set(pa) != set(pb): raise BadValueError(f"params_a and params_b hold different names, e.g. {sorted(set(pa) ^ set(pb))[0]!r}")
+    if set(pa) != set(pb):
+        raise BadValueError(f"params_a and params_b hold different names, e.g. {sorted(set(pa) ^ set(pb))[0]!r}")
     for k in pa:
         if pa[k].shape != pb[k].shape or pa[k].shape != names[k].shape:
-            raise BadValueError(f"{k!r} has shape {tuple(pa[k].shape)} in params_a, {tuple(pb[k].shape)} in params_b and {tuple(names[k].shape)} in the model")
+            raise BadValueError(f"{k!r} has shape {tuple(pa[k].shape)} in params_a, {tuple(pb[k].shape)} in params_b "
+                                f"and {tuple(names[k].shape)} in the model")
 
 @torch.no_grad()
 def _losses_at(model, tensors, data, batch_size, device):
     "Per-example cross-entropy of `model` with `tensors`, in eval mode."
     model.eval()
-    out = [F.cross_entropy(functional_call(model, tensors, (data.x[b].to(device),)).float(), data.y[b].to(device), reduction='none').cpu()
+    out = [F.cross_entropy(functional_call(model, tensors, (data.x[b].to(device),)).float(), data.y[b].to(device),
+                           reduction='none').cpu()
            for b in torch.arange(len(data)).split(batch_size)]
     return torch.cat(out)
 
@@ -348,7 +371,8 @@ def loss_barrier(model:nn.Module, # architecture (and any tensors missing from t
                  recalibrate_bn:bool=True, # re-estimate BN running stats at every gamma
                  device=None): # default: the model's device
     "Loss barrier on `data` along the straight line between two parameter vectors; also the loss curve."
-    if not (isinstance(n_points, int) and n_points >= 2): raise BadValueError(f"n_points={n_points!r} must be an integer >= 2")
+    if not (isinstance(n_points, int) and n_points >= 2):
+        raise BadValueError(f"n_points={n_points!r} must be an integer >= 2")
     if not isinstance(data, TensorData) or len(data) == 0: raise BadValueError("data must be a non-empty TensorData")
     _check_endpoints(model, params_a, params_b)
     device = device or next(model.parameters()).device
@@ -376,17 +400,21 @@ def loss_barrier(model:nn.Module, # architecture (and any tensors missing from t
 # %% ../nbs/07_metrics.ipynb #ecb527b3
 EPS_DELTA, EPS_CAP = 1e-5, 50.0
 THRESHOLDS_PER_UNIT = 100  # single-threshold grid density
-INTERVAL_BUFFER, INTERVAL_POINTS = 2.0, 400  # interval rules: +-2 around the peaky distribution, 400 points per endpoint
+# interval rules: +-2 around the peaky distribution, 400 points per endpoint
+INTERVAL_BUFFER, INTERVAL_POINTS = 2.0, 400
 
 def logit_confidence(logits, # (..., classes) logits
                      labels): # (...) true labels (broadcast against logits' leading dims)
     "Logit-scaled true-class confidence s = z_y - logsumexp_{j != y} z_j = log p_y - log(1 - p_y), float64 numpy."
     z = torch.as_tensor(_np(logits)).double()
-    if z.ndim < 1 or z.shape[-1] < 2: raise BadValueError(f"logits need a class dimension of size >= 2, got shape {tuple(z.shape)}")
+    if z.ndim < 1 or z.shape[-1] < 2:
+        raise BadValueError(f"logits need a class dimension of size >= 2, got shape {tuple(z.shape)}")
     y = torch.as_tensor(_np(labels, np.int64))
     try: y = y.expand(z.shape[:-1])
-    except RuntimeError: raise BadValueError(f"labels of shape {tuple(y.shape)} do not match logits of shape {tuple(z.shape)}") from None
-    if y.numel() and (y.min() < 0 or y.max() >= z.shape[-1]): raise BadValueError(f"labels must lie in [0, {z.shape[-1]})")
+    except RuntimeError:
+        raise BadValueError(f"labels of shape {tuple(y.shape)} do not match logits of shape {tuple(z.shape)}") from None
+    if y.numel() and (y.min() < 0 or y.max() >= z.shape[-1]):
+        raise BadValueError(f"labels must lie in [0, {z.shape[-1]})")
     zy = z.gather(-1, y[..., None])[..., 0]
     return (zy - z.scatter(-1, y[..., None], float('-inf')).logsumexp(-1)).numpy()
 
@@ -440,15 +468,21 @@ def epsilon_score(unlearned_logits_conf, # (N models, n forget examples) logit-s
                   cap:float=EPS_CAP): # largest per-example epsilon
     "The challenge's forgetting score: per-example epsilon, F = mean 2^-bin, and F x accuracy ratios."
     u, rt = _np(unlearned_logits_conf), _np(retrained_logits_conf)
-    if u.ndim != 2 or rt.ndim != 2: raise BadValueError(f"the confidences must be 2-D (N models x n forget examples), got shapes {u.shape} and {rt.shape}")
-    if u.shape != rt.shape: raise BadValueError(f"unlearned and retrained confidences differ in shape: {u.shape} vs {rt.shape}")
+    if u.ndim != 2 or rt.ndim != 2:
+        raise BadValueError(f"the confidences must be 2-D (N models x n forget examples), "
+                            f"got shapes {u.shape} and {rt.shape}")
+    if u.shape != rt.shape:
+        raise BadValueError(f"unlearned and retrained confidences differ in shape: {u.shape} vs {rt.shape}")
     N, n = u.shape
-    if N < 2: raise BadValueError(f"epsilon_score needs N >= 2 models of each kind (N = 4-8 at the least for a useful F), got N={N}")
+    if N < 2: raise BadValueError(f"epsilon_score needs N >= 2 models of each kind "
+                                  f"(N = 4-8 at the least for a useful F), got N={N}")
     if n == 0: raise BadValueError("the forget set is empty: the confidences have 0 examples")
-    if not (np.isfinite(u).all() and np.isfinite(rt).all()): raise BadValueError("the confidences contain non-finite values")
+    if not (np.isfinite(u).all() and np.isfinite(rt).all()):
+        raise BadValueError("the confidences contain non-finite values")
     check_fraction('delta', delta, allow_one=False)
     for nm, v in (('retain_acc_ratio', retain_acc_ratio), ('test_acc_ratio', test_acc_ratio)):
-        if not (isinstance(v, (int, float, np.floating)) and 0 <= v < math.inf): raise BadValueError(f"{nm}={v!r} must be a non-negative number")
+        if not (isinstance(v, (int, float, np.floating)) and 0 <= v < math.inf):
+            raise BadValueError(f"{nm}={v!r} must be a non-negative number")
     rt_pos = np.median(rt, 0) > np.median(u, 0)
     pos, neg = np.where(rt_pos, rt, u), np.where(rt_pos, u, rt)
     table = _eps_table(N, delta)

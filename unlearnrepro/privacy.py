@@ -44,7 +44,8 @@ class SGLD(torch.optim.SGD):
             for grp in self.param_groups:
                 for p in grp['params']:
                     if p.grad is None: continue
-                    p.grad.add_(torch.randn(p.shape, generator=self._gen(p.device), device=p.device, dtype=p.dtype), alpha=self.sigma)
+                    p.grad.add_(torch.randn(p.shape, generator=self._gen(p.device), device=p.device, dtype=p.dtype),
+                                alpha=self.sigma)
         self._perturbed = True
 
     def step(self, closure=None): # optional callable that re-evaluates the loss and its gradients
@@ -62,12 +63,15 @@ def _check_sgld_kw(kw:dict): # the recipe's opt_kw
     "Validate SGLD's options: `sigma` given, finite and >= 0; no other key."
     bad = sorted(set(kw) - {'sigma'})
     if bad: raise BadValueError(f"opt_kw has unknown key(s) {bad} for optimizer 'sgld'; allowed: sigma")
-    if 'sigma' not in kw: raise BadValueError(f"opt_kw={kw!r} for optimizer 'sgld' needs 'sigma' (std of the noise added to the mean gradient), e.g. {{'sigma': 0.01}}")
+    if 'sigma' not in kw:
+        raise BadValueError(f"opt_kw={kw!r} for optimizer 'sgld' needs 'sigma' "
+                            f"(std of the noise added to the mean gradient), e.g. {{'sigma': 0.01}}")
     check_number('sigma', kw['sigma'], 0)
 
 @OPTIMIZERS.register('sgld')
 def _sgld(params, r:Recipe, seed:int=0):
-    return SGLD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, sigma=r.opt_kw['sigma'], generator_seed=seed)
+    return SGLD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, sigma=r.opt_kw['sigma'],
+                generator_seed=seed)
 _sgld.check = _check_sgld_kw
 
 def langevin_temperature(sigma:float, # SGLD noise std on the mean gradient
@@ -80,12 +84,14 @@ def _noise_multipliers(z) -> np.ndarray:
     "`z` as a float array; NaN, zero and negative values are errors (inf is allowed: no signal)."
     a = np.asarray(z, dtype=np.float64)
     bad = a[np.isnan(a) | (a <= 0)]
-    if bad.size: raise BadValueError(f"noise_multiplier={float(bad.flat[0])!r} is not allowed: it must be > 0 (inf allowed: a zero gradient)")
+    if bad.size:
+        raise BadValueError(f"noise_multiplier={float(bad.flat[0])!r} is not allowed: "
+                            "it must be > 0 (inf allowed: a zero gradient)")
     return a
 
 def step_rdp(alpha:int, # Renyi order, an integer >= 2
              q:float, # Poisson sampling rate b/n, in (0, 1]
-             noise_multiplier): # z = noise std in sum units / sensitivity = b*sigma/||grad||; scalar or array, > 0 (inf: 0)
+             noise_multiplier): # z = noise std (sum units) / sensitivity = b*sigma/||grad||; scalar/array, > 0 (inf: 0)
     "Renyi DP at order `alpha` of one Poisson-subsampled Gaussian step with noise multiplier `z` (float or array like z)."
     a, q = check_int('alpha', alpha, 2), check_fraction('q', q)
     z = _noise_multipliers(noise_multiplier)
@@ -124,7 +130,7 @@ def composition_weights(steps:int, # number of training steps T
 
 def composed_rdp(alpha:int, # Renyi order of the composed guarantee, integer >= 2
                  q:float, # Poisson sampling rate b/n
-                 noise_multipliers, # z per (segment, example): C x N, or R x C x N for R runs (combined by log-mean-exp)
+                 noise_multipliers, # z per (segment, example): C x N or R x C x N for R runs (combined by log-mean-exp)
                  segment_steps, # number of consecutive steps each of the C segments lasts (0 allowed)
                  lam:float|None=None) -> np.ndarray: # Hoelder parameter lambda > 1 (default 3T)
     "Per-example composed Renyi loss P(x, alpha) of T steps whose noise multipliers are piecewise constant over segments."
@@ -133,7 +139,8 @@ def composed_rdp(alpha:int, # Renyi order of the composed guarantee, integer >= 
     if z.ndim != 3: raise BadValueError(f"noise_multipliers must be C x N or R x C x N, got shape {z.shape}")
     seg = np.asarray(segment_steps)
     if seg.ndim != 1 or len(seg) != z.shape[1]:
-        raise BadValueError(f"segment_steps has {seg.size} entries but noise_multipliers has {z.shape[1]} segments (rows)")
+        raise BadValueError(f"segment_steps has {seg.size} entries but noise_multipliers has {z.shape[1]} "
+                            "segments (rows)")
     if not np.issubdtype(seg.dtype, np.integer) or (seg < 0).any():
         raise BadValueError(f"segment_steps={seg.tolist()} must be non-negative integers")
     a, T = check_int('alpha', alpha, 2), int(seg.sum())
@@ -141,7 +148,8 @@ def composed_rdp(alpha:int, # Renyi order of the composed guarantee, integer >= 
     orders, w = order_schedule(a, T, lam), composition_weights(T, lam)
     seg_of = np.repeat(np.arange(len(seg)), seg)
     pairs, inv = np.unique(np.stack([seg_of, orders], 1), axis=0, return_inverse=True)
-    W = np.bincount(inv.ravel(), weights=w, minlength=len(pairs))  # summed weights of the steps of each (segment, order)
+    # summed weights of the steps of each (segment, order)
+    W = np.bincount(inv.ravel(), weights=w, minlength=len(pairs))
     R, out = z.shape[0], np.zeros(z.shape[2])
     for (c, ai), wsum in zip(pairs, W):
         cost = lam * (ai - 1) * step_rdp(int(ai), q, z[:, c])  # R x N
@@ -156,7 +164,8 @@ def checkpoint_steps(at, # epochs of the recorded checkpoints (sorted, must incl
     at = np.asarray(at).astype(np.int64).ravel(); E = check_int('epochs', epochs, 1)
     check_int('steps_per_epoch', steps_per_epoch, 1)
     if at.size == 0 or at[0] != 0:
-        raise BadValueError(f"checkpoints at epochs {at.tolist()} do not include epoch 0 (the initialisation): the first epoch's steps would have no gradient norm; record with epochs=[0]")
+        raise BadValueError(f"checkpoints at epochs {at.tolist()} do not include epoch 0 (the initialisation): "
+                            "the first epoch's steps would have no gradient norm; record with epochs=[0]")
     if (np.diff(at) <= 0).any() or at[-1] > E:
         raise BadValueError(f"checkpoint epochs {at.tolist()} must be strictly increasing and within [0, {E}]")
     ends = np.minimum(np.append(at[1:], E), E)
@@ -168,16 +177,20 @@ def _as_norms(grad_norms, at=None):
     if isinstance(grad_norms, (list, tuple)) and grad_norms and all(isinstance(g, dict) for g in grad_norms):
         eps = [np.asarray(g['epochs']).tolist() for g in grad_norms]
         if any(e != eps[0] for e in eps): raise BadValueError(f"the runs were recorded at different epochs: {eps}")
-        if at is not None and list(np.asarray(at).ravel()) != eps[0]: raise BadValueError(f"at={list(at)} differs from the recorded epochs {eps[0]}")
+        if at is not None and list(np.asarray(at).ravel()) != eps[0]:
+            raise BadValueError(f"at={list(at)} differs from the recorded epochs {eps[0]}")
         at = eps[0]; grad_norms = [torch.as_tensor(g['norms']).double().numpy() for g in grad_norms]
         a = np.stack(grad_norms)
     else:
-        a = (grad_norms.double().cpu().numpy() if isinstance(grad_norms, torch.Tensor) else np.asarray(grad_norms, dtype=np.float64))
+        a = (grad_norms.double().cpu().numpy() if isinstance(grad_norms, torch.Tensor)
+             else np.asarray(grad_norms, dtype=np.float64))
         if a.ndim == 2: a = a[None]
-    if a.ndim != 3: raise BadValueError(f"grad_norms must be checkpoints x examples (C x N) or runs x C x N, got shape {a.shape}")
+    if a.ndim != 3:
+        raise BadValueError(f"grad_norms must be checkpoints x examples (C x N) or runs x C x N, got shape {a.shape}")
     if not np.isfinite(a).all() or (a < 0).any(): raise BadValueError("grad_norms must be finite and non-negative")
     at = np.arange(a.shape[1]) if at is None else np.asarray(at).ravel()
-    if len(at) != a.shape[1]: raise BadValueError(f"grad_norms has {a.shape[1]} checkpoint rows but at lists {len(at)} epochs")
+    if len(at) != a.shape[1]:
+        raise BadValueError(f"grad_norms has {a.shape[1]} checkpoint rows but at lists {len(at)} epochs")
     return a, at
 
 def small_signal_score(grad_norms, # C x N or R x C x N gradient norms at checkpoints, or fit's grad_norms record(s)
@@ -204,7 +217,7 @@ def _step_sum(norms, steps, q, b, n, sigma, alpha, lam):
 def _small_signal(norms, steps, q, b, n, sigma, alpha, lam):
     return alpha / (2 * n**2 * sigma**2) * np.einsum('c,rcn->n', steps.astype(np.float64), norms**2) / norms.shape[0]
 
-def privacy_scores(grad_norms, # norms at checkpoints: C x N, R x C x N (R runs), or fit's `grad_norms` record(s) {'epochs', 'norms'}
+def privacy_scores(grad_norms, # norms at checkpoints: C x N or R x C x N (R runs), or fit's `grad_norms` record(s)
                    n:int, # number of training examples (must equal N, the columns)
                    batch_size:int, # minibatch size b (q = b/n)
                    epochs:int, # training epochs E (T = E * ceil(n/b) steps)
@@ -217,7 +230,8 @@ def privacy_scores(grad_norms, # norms at checkpoints: C x N, R x C x N (R runs)
     f = PRIVACY_SCORES[method]
     norms, at = _as_norms(grad_norms, at)
     n, b = check_int('n', n, 1), check_int('batch_size', batch_size, 1)
-    if norms.shape[2] != n: raise BadValueError(f"grad_norms has {norms.shape[2]} examples (columns) but n={n}; give one norm per training example")
+    if norms.shape[2] != n: raise BadValueError(f"grad_norms has {norms.shape[2]} examples (columns) but n={n}; "
+                                                "give one norm per training example")
     if b > n: raise BadValueError(f"batch_size={b} is larger than n={n}")
     sigma, alpha = check_number('sigma', sigma, 0, low_open=True), check_int('alpha', alpha, 2)
     steps = checkpoint_steps(at, epochs, math.ceil(n / b))
@@ -225,7 +239,7 @@ def privacy_scores(grad_norms, # norms at checkpoints: C x N, R x C x N (R runs)
 
 def run_privacy_scores(run, # `fit`'s run dict (recorded with grad_norms), or a list of runs on the same examples
                        recipe, # the Recipe (or dict) the run(s) trained with
-                       sigma:float|None=None, # noise std; None: the SGLD run's own sigma (required for SGD: the implicit noise)
+                       sigma:float|None=None, # noise std; None: the SGLD run's sigma (SGD needs it: the implicit noise)
                        alpha:int=8, # Renyi order
                        method:str='composed', # a name in PRIVACY_SCORES
                        lam:float|None=None) -> np.ndarray: # Hoelder parameter (default 3T)
@@ -235,13 +249,17 @@ def run_privacy_scores(run, # `fit`'s run dict (recorded with grad_norms), or a 
     recs = []
     for r in runs:
         if 'grad_norms' not in r.get('records', {}):
-            raise BadValueError("the run has no 'grad_norms' record; train it with fit(..., record={'grad_norms': {'every': 1, 'epochs': [0]}})")
+            raise BadValueError("the run has no 'grad_norms' record; "
+                                "train it with fit(..., record={'grad_norms': {'every': 1, 'epochs': [0]}})")
         recs.append(r['records']['grad_norms'])
     n = len(runs[0]['positions'])
     if any(len(r['positions']) != n or not np.array_equal(r['positions'], runs[0]['positions']) for r in runs):
-        raise BadValueError("the runs trained on different examples; privacy scores combine runs on the same training set only")
+        raise BadValueError("the runs trained on different examples; "
+                            "privacy scores combine runs on the same training set only")
     if sigma is None:
-        if recipe.optimizer != 'sgld': raise BadValueError(f"optimizer {recipe.optimizer!r} adds no noise: pass sigma=, the implicit noise assumed for the scores")
+        if recipe.optimizer != 'sgld':
+            raise BadValueError(f"optimizer {recipe.optimizer!r} adds no noise: "
+                                "pass sigma=, the implicit noise assumed for the scores")
         sigma = recipe.opt_kw['sigma']
     return privacy_scores(recs, n, recipe.batch_size, recipe.epochs, sigma, alpha, method, lam=lam)
 
@@ -255,7 +273,8 @@ def langevin_tau(beta:float, # Renyi order
                  m:float, # strong-convexity constant of the loss
                  lr:float) -> float: # step size eta
     "Contraction time constant tau_beta = beta / (m * lr) of noisy GD on an m-strongly convex loss (steps per e-fold)."
-    return check_number('beta', beta, 1, low_open=True) / (check_number('m', m, 0, low_open=True) * check_number('lr', lr, 0, low_open=True))
+    return check_number('beta', beta, 1, low_open=True) / (check_number('m', m, 0, low_open=True)
+                                                           * check_number('lr', lr, 0, low_open=True))
 
 def langevin_decay(eps0, # divergence to the stationary law at the start (array or scalar)
                    steps, # number of noisy GD steps K (array or scalar)
@@ -263,7 +282,8 @@ def langevin_decay(eps0, # divergence to the stationary law at the start (array 
                    m:float, # strong-convexity constant
                    lr:float): # step size eta
     "Chien et al.'s strongly convex decay eps_K = exp(-K m lr / alpha) * eps0."
-    return np.exp(-np.asarray(steps, dtype=np.float64) / langevin_tau(alpha, m, lr)) * np.asarray(eps0, dtype=np.float64)
+    return (np.exp(-np.asarray(steps, dtype=np.float64) / langevin_tau(alpha, m, lr))
+            * np.asarray(eps0, dtype=np.float64))
 
 def unlearning_bound(steps, # number of unlearning steps k (array or scalar)
                      P4, # per-instance loss P(x, 4 alpha)
@@ -273,7 +293,8 @@ def unlearning_bound(steps, # number of unlearning steps k (array or scalar)
                      G2:float=0.0): # D_{2alpha-1}(nu_{D'} || rho_T^{D'}), the irreducible term
     "Bound on D_alpha(rho^U_k || rho_T^{D'}): c_alpha exp(-k/tau) [c_{2alpha} P4 + G1] + G2."
     a = check_number('alpha', alpha, 1, low_open=True); tau = check_number('tau', tau, 0, low_open=True)
-    return weak_triangle_c(a) * np.exp(-np.asarray(steps, dtype=np.float64) / tau) * (weak_triangle_c(2 * a) * np.asarray(P4, dtype=np.float64) + G1) + G2
+    return (weak_triangle_c(a) * np.exp(-np.asarray(steps, dtype=np.float64) / tau)
+            * (weak_triangle_c(2 * a) * np.asarray(P4, dtype=np.float64) + G1) + G2)
 
 def unlearning_steps(P4, # per-instance loss P(x, 4 alpha), >= 0 (array or scalar; inf allowed)
                      alpha:float, # Renyi order of the unlearning guarantee (> 1)
@@ -285,11 +306,13 @@ def unlearning_steps(P4, # per-instance loss P(x, 4 alpha), >= 0 (array or scala
     a, tau = check_number('alpha', alpha, 1, low_open=True), check_number('tau', tau, 0, low_open=True)
     eps, G1, G2 = check_number('eps', eps, 0, low_open=True), check_number('G1', G1, 0), check_number('G2', G2, 0)
     P = np.asarray(P4, dtype=np.float64)
-    if np.isnan(P).any() or (P < 0).any(): raise BadValueError("P4 must be non-negative (inf allowed), got NaN or a negative value")
+    if np.isnan(P).any() or (P < 0).any():
+        raise BadValueError("P4 must be non-negative (inf allowed), got NaN or a negative value")
     if eps <= G2: out = np.full(P.shape, np.inf)
     else:
         with np.errstate(divide='ignore'):
-            out = np.ceil(np.maximum(tau * np.log(weak_triangle_c(a) * (weak_triangle_c(2 * a) * P + G1) / (eps - G2)), 0.0))
+            out = np.ceil(np.maximum(tau * np.log(weak_triangle_c(a) * (weak_triangle_c(2 * a) * P + G1)
+                                                  / (eps - G2)), 0.0))
     return float(out) if out.ndim == 0 else out
 
 # %% ../nbs/03_privacy.ipynb #ff6c2ada
@@ -321,5 +344,6 @@ def noisy_gd(grad_fn:Callable, # theta (K x d) -> gradient of the loss for each 
     s = math.sqrt(2 * check_number('lr', lr, 0, low_open=True) * check_number('temperature', temperature, 0))
     theta = theta.clone()
     for _ in range(check_int('steps', steps, 0)):
-        theta = theta - lr * grad_fn(theta) + s * torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
+        theta = (theta - lr * grad_fn(theta)
+                 + s * torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device))
     return theta

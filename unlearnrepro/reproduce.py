@@ -14,27 +14,37 @@ from .core import *
 
 # %% ../nbs/08_reproduce.ipynb #ed00e19e
 EXPERIMENTS = Registry('experiment')
-EXPERIMENTS.register('quickstart')(lambda: dict(notebook='10_quickstart.ipynb', about='original vs oracle on IID and non-IID forget sets: the gap unlearning must close'))
-EXPERIMENTS.register('del')(lambda: dict(notebook='11_del.ipynb', about='DEL (TMLR 2025): Figures 2-3, Tables 2-6, 8-10, cost and claims check'))
-EXPERIMENTS.register('privacy')(lambda: dict(notebook='12_privacy.ipynb', about='per-instance privacy (ICML 2025): steps to unlearn S1-S5, difficulty metrics, top sets, loss barriers, claims'))
-EXPERIMENTS.register('rum')(lambda: dict(notebook='13_rum.ipynb', about='memorization proxies / RUM: proxy profiles, Figures 2, 3 and 7, claims'))
-EXPERIMENTS.register('benchmarks')(lambda: dict(notebook='90_benchmarks.ipynb', about='what each part costs against its peers and its limit, as ratios'))
+EXPERIMENTS.register('quickstart')(lambda: dict(notebook='10_quickstart.ipynb',
+    about='original vs oracle on IID and non-IID forget sets: the gap unlearning must close'))
+EXPERIMENTS.register('del')(lambda: dict(notebook='11_del.ipynb',
+    about='DEL (TMLR 2025): Figures 2-3, Tables 2-6, 8-10, cost and claims check'))
+EXPERIMENTS.register('privacy')(lambda: dict(notebook='12_privacy.ipynb',
+    about='per-instance privacy (ICML 2025): steps to unlearn S1-S5, difficulty metrics, top sets, '
+          'loss barriers, claims'))
+EXPERIMENTS.register('rum')(lambda: dict(notebook='13_rum.ipynb',
+    about='memorization proxies / RUM: proxy profiles, Figures 2, 3 and 7, claims'))
+EXPERIMENTS.register('benchmarks')(lambda: dict(notebook='90_benchmarks.ipynb',
+    about='what each part costs against its peers and its limit, as ratios'))
 
 def nbs_dir() -> Path:
     "The folder of the experiment notebooks: `$UNLEARNREPRO_NBS`, else `nbs/` of the repository this package is installed from."
     env = os.environ.get('UNLEARNREPRO_NBS')
-    cands = ([Path(env)] if env else []) + [Path(unlearnrepro.__file__).resolve().parent.parent/'nbs', (repo_root() or Path.cwd())/'nbs']
+    cands = ([Path(env)] if env else []) + [Path(unlearnrepro.__file__).resolve().parent.parent/'nbs',
+                                             (repo_root() or Path.cwd())/'nbs']
     for d in cands:
         if (d/'10_quickstart.ipynb').exists(): return d
-    raise DataNotFoundError(f"experiment notebooks not found in {', '.join(map(str, cands))}; run from a clone of the repository "
-                            "(pip install -e .) or set UNLEARNREPRO_NBS")
+    raise DataNotFoundError(f"experiment notebooks not found in {', '.join(map(str, cands))}; "
+                            "run from a clone of the repository (pip install -e .) or set UNLEARNREPRO_NBS")
 
 class ExperimentFailed(UnlearnReproError):
     "An experiment notebook raised; the message names the notebook and the cell."
 
 # %% ../nbs/08_reproduce.ipynb #5c31a8e3
-CELL_TIMEOUT = {'tiny': 900, 'cpu': 4 * 3600, 'paper': 48 * 3600}  # default seconds per cell (paper: a 400-model estimate is one cell)
-RUNNER_PARAMS = {'preset': 'use --preset', 'out_dir': 'use --out', 'passed': 'the runner fills it with the names given with -p'}  # never with -p
+# default seconds per cell (paper: a 400-model estimate is one cell)
+CELL_TIMEOUT = {'tiny': 900, 'cpu': 4 * 3600, 'paper': 48 * 3600}
+# never with -p
+RUNNER_PARAMS = {'preset': 'use --preset', 'out_dir': 'use --out',
+                 'passed': 'the runner fills it with the names given with -p'}
 
 def kernel_env(threads:int|None) -> dict: # torch threads per process (None: each library's default)
     "Environment variables that give a kernel's OpenMP and BLAS pools `threads` threads; values the user set are kept."
@@ -48,8 +58,8 @@ def notebook_parameters(nb_path:str|Path) -> dict:
     cells = [c for c in nb.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if not cells: raise BadValueError(f"{nb_path} has no cell tagged 'parameters'")
     tree = ast.parse(cells[0].source)
-    return {t.id: ast.get_source_segment(cells[0].source, node.value) for node in tree.body if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)}
+    return {t.id: ast.get_source_segment(cells[0].source, node.value)
+            for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
 
 def check_experiment_params(name:str, # a name in EXPERIMENTS
                             parameters:dict) -> dict: # NAME -> VALUE given by the user
@@ -68,7 +78,7 @@ def run_experiment(name:str, # a name in EXPERIMENTS
                    runs_dir:str|Path|None=None, # root of executed notebooks (default <repo>/runs)
                    parameters:dict|None=None, # more papermill parameters
                    kernel_name:str='python3', # Jupyter kernel to run in
-                   cell_timeout:float|None|str='preset'): # seconds per cell ('preset': CELL_TIMEOUT[preset]; None: no limit)
+                   cell_timeout:float|None|str='preset'): # s per cell ('preset': CELL_TIMEOUT[preset]; None: no limit)
     "Execute one experiment notebook with papermill; returns the path of the executed notebook."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -86,15 +96,16 @@ def run_experiment(name:str, # a name in EXPERIMENTS
     params = dict(preset=preset, out_dir=str(out), **parameters)
     if 'passed' in known: params['passed'] = sorted(parameters)
     try:
-        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name, language='python', cwd=str(src.parent),
-                            progress_bar=False, log_output=False, execution_timeout=timeout)
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name, language='python',
+                            cwd=str(src.parent), progress_bar=False, log_output=False, execution_timeout=timeout)
     except PapermillExecutionError as e:
         src_line = (e.source or '').strip().splitlines()
-        raise ExperimentFailed(f"{exp['notebook']} failed in cell {e.exec_count} ({src_line[0][:80] if src_line else ''}...): "
-                               f"{e.ename}: {e.evalue}; executed notebook: {dst}") from None
+        raise ExperimentFailed(f"{exp['notebook']} failed in cell {e.exec_count} "
+                               f"({src_line[0][:80] if src_line else ''}...): {e.ename}: {e.evalue}; "
+                               f"executed notebook: {dst}") from None
     except TimeoutError as e:
-        raise ExperimentFailed(f"{exp['notebook']} stopped: a cell ran longer than {timeout} s (cell_timeout); the kernel was shut down; "
-                               f"executed notebook so far: {dst}") from None
+        raise ExperimentFailed(f"{exp['notebook']} stopped: a cell ran longer than {timeout} s (cell_timeout); "
+                               f"the kernel was shut down; executed notebook so far: {dst}") from None
     return dst
 
 # %% ../nbs/08_reproduce.ipynb #f5965669
@@ -116,12 +127,14 @@ def write_readme(root:str|Path|None=None): # repository root (default: the one h
     "Write `README.md` from `nbs/index.ipynb`; returns its path."
     root = Path(root) if root else repo_root(nbs_dir())
     out = root/'README.md'
-    body = '<!-- generated from nbs/index.ipynb by `unlearnrepro readme`; edit the notebook, not this file -->\n\n' + notebook_markdown(root/'nbs'/'index.ipynb')
+    body = ('<!-- generated from nbs/index.ipynb by `unlearnrepro readme`; edit the notebook, not this file -->\n\n'
+            + notebook_markdown(root/'nbs'/'index.ipynb'))
     out.write_text(body); return out
 
 # %% ../nbs/08_reproduce.ipynb #916a4f2f
 def _parser():
-    p = argparse.ArgumentParser(prog='unlearnrepro', description='Reproduce the DEL, per-instance-privacy and memorization-proxy papers.')
+    p = argparse.ArgumentParser(prog='unlearnrepro',
+                                description='Reproduce the DEL, per-instance-privacy and memorization-proxy papers.')
     sub = p.add_subparsers(dest='cmd', required=True)
     r = sub.add_parser('reproduce', help='run the experiment notebooks with papermill')
     r.add_argument('--preset', default='tiny', help=f"one of: {', '.join(PRESETS.names())} (default tiny)")
@@ -130,10 +143,13 @@ def _parser():
     r.add_argument('--runs', default=None, help='root folder of executed notebooks (default <repo>/runs)')
     r.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
                    help='set a notebook parameter, e.g. -p seeds=[0] (VALUE is a Python literal, else a string)')
-    r.add_argument('--threads', default=None, help="torch threads per process (sets UNLEARNREPRO_THREADS; default 1, 'auto': torch's default)")
-    r.add_argument('--cell-timeout', type=float, default=None, help=f"seconds a notebook cell may run; 0: no limit (default per preset: {CELL_TIMEOUT})")
+    r.add_argument('--threads', default=None,
+                   help="torch threads per process (sets UNLEARNREPRO_THREADS; default 1, 'auto': torch's default)")
+    r.add_argument('--cell-timeout', type=float, default=None,
+                   help=f"seconds a notebook cell may run; 0: no limit (default per preset: {CELL_TIMEOUT})")
     r.add_argument('--save-hparams', action='store_true',
-                   help='rewrite the committed YAMLs of tuned values (nbs/hparams/) with this run\'s choices; by default they go to the results folder only')
+                   help='rewrite the committed YAMLs of tuned values (nbs/hparams/) with this run\'s choices; '
+                        'by default they go to the results folder only')
     r.add_argument('--list', action='store_true', help='list the experiments and exit')
     sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
     return p
@@ -152,7 +168,8 @@ def main(argv=None):
     "Entry point of the `unlearnrepro` command."
     saved = {v: os.environ.get(v) for v in ('UNLEARNREPRO_THREADS',) + THREAD_VARS}
     try: return _main(argv)
-    finally:  # --threads applies to this command's kernels, not to a Python session that called main() (e.g. this notebook)
+    finally:
+        # --threads applies to this command's kernels, not to a Python session that called main() (e.g. this notebook)
         for v, x in saved.items():
             if x is None: os.environ.pop(v, None)
             else: os.environ[v] = x
@@ -186,16 +203,19 @@ def _main(argv):
     try:
         for i, n in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {n} ({args.preset}) ...", flush=True); t0 = time.time()
-            p = dict(params, save_hparams=True) if args.save_hparams and 'save_hparams' in check_experiment_params(n, {}) else params
+            p = (dict(params, save_hparams=True)
+                 if args.save_hparams and 'save_hparams' in check_experiment_params(n, {}) else params)
             try: dst = run_experiment(n, args.preset, args.out, args.runs, p, cell_timeout=timeout)
             except KeyboardInterrupt: raise
             except Exception as e:  # a failing notebook, a missing kernel, ...: name the experiment, exit 1
-                print(f"[{i}/{len(names)}] {n} FAILED after {time.time() - t0:.1f}s: {e}", file=sys.stderr, flush=True); return 1
+                print(f"[{i}/{len(names)}] {n} FAILED after {time.time() - t0:.1f}s: {e}", file=sys.stderr, flush=True)
+                return 1
             print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.1f}s -> {dst}", flush=True)
     except KeyboardInterrupt:
         print("unlearnrepro: interrupted; the kernel was shut down", file=sys.stderr, flush=True); return 130
     finally: signal.signal(signal.SIGTERM, old)
     from unlearnrepro.experiment import collect_claims
     claims = collect_claims(root/args.preset)
-    print(f"all {len(names)} done in {time.time() - t_all:.1f}s; figures and tables in {root/args.preset}" + (f"; claims of every paper in {claims}" if claims else ''))
+    print(f"all {len(names)} done in {time.time() - t_all:.1f}s; figures and tables in {root/args.preset}"
+          + (f"; claims of every paper in {claims}" if claims else ''))
     return 0

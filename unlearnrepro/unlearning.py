@@ -32,7 +32,7 @@ class Cost:
     forward_examples: int = 0 # examples through a forward pass only (e.g. SCRUB's teacher)
     seconds: float = 0.0 # wall time of the whole call
     stopped_early: bool = False # training ended before its planned number of steps
-    diverged: bool = False # a non-finite loss, weight or BatchNorm statistic stopped training; the last finite weights were restored
+    diverged: bool = False # non-finite loss/weight/BatchNorm statistic stopped training; last finite weights restored
     collapsed: bool = False # the unlearned model predicts a single class for every retain example
     notes: list = field(default_factory=list) # human-readable remarks (divergence, re-initialisation, ...)
     info: dict = field(default_factory=dict) # method-specific numbers (mask budget, selected count, ...)
@@ -40,15 +40,18 @@ class Cost:
     def fraction_of(self, ref:'Cost') -> dict:
         "Steps, examples and seconds of this run as fractions of `ref` (e.g. the retrain oracle's cost)."
         f = lambda a, b: a / b if b else float('nan')
-        return dict(steps=f(self.steps, ref.steps), examples=f(self.examples, ref.examples), seconds=f(self.seconds, ref.seconds))
+        return dict(steps=f(self.steps, ref.steps), examples=f(self.examples, ref.examples),
+                    seconds=f(self.seconds, ref.seconds))
 
     def as_dict(self) -> dict: return asdict(self)
 
     def __iadd__(self, other:'Cost') -> 'Cost':
         "Add the cost of a run made after this one (in place): counts and seconds add up, divergence and early stops carry over."
-        if not isinstance(other, Cost): raise BadValueError(f"only a Cost can be added to a Cost, got {type(other).__name__}")
+        if not isinstance(other, Cost):
+            raise BadValueError(f"only a Cost can be added to a Cost, got {type(other).__name__}")
         self.steps += other.steps; self.examples += other.examples; self.forward_examples += other.forward_examples
-        self.seconds += other.seconds; self.stopped_early |= other.stopped_early; self.diverged |= other.diverged; self.collapsed |= other.collapsed
+        self.seconds += other.seconds; self.stopped_early |= other.stopped_early
+        self.diverged |= other.diverged; self.collapsed |= other.collapsed
         self.notes += other.notes
         return self
 
@@ -89,14 +92,16 @@ def _check_value(where:str, name:str, v, typ, allowed):
     if typ is bool:
         if not isinstance(v, (bool, np.bool_)): raise bad("True or False")
     elif typ is int:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v not in rng: raise bad(f"an integer in {rng}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v not in rng:
+            raise bad(f"an integer in {rng}")
     elif typ is float:
         if not _is_num(v) or v not in rng: raise bad(f"a finite number in {rng}")
     elif typ is str:
         if isinstance(allowed, tuple) and v not in allowed: raise bad(f"one of {', '.join(map(repr, allowed))}")
         if not isinstance(v, str): raise bad("a string")
     elif origin in (tuple, list):
-        if not isinstance(v, (tuple, list)): raise bad("a list or tuple" + (f" of {args[0].__name__} values" if args else ""))
+        if not isinstance(v, (tuple, list)):
+            raise bad("a list or tuple" + (f" of {args[0].__name__} values" if args else ""))
         if args:
             for j, x in enumerate(v): _check_value(where, f"{name}[{j}]", x, args[0], allowed)
     elif origin is dict:
@@ -105,7 +110,7 @@ def _check_value(where:str, name:str, v, typ, allowed):
 @dataclass
 class HP:
     "Base of every unlearner's hyperparameters: validates each field by its annotation and the class's `ranges`."
-    ranges: ClassVar[dict] = {} # field name -> `Between` (numbers) or a tuple of choices (strings); subclasses add to it
+    ranges: ClassVar[dict] = {} # field name -> `Between` (numbers) or tuple of choices (strings); subclasses add to it
     @classmethod
     def all_ranges(cls) -> dict:
         "The `ranges` declared by this class and its bases (a subclass's entry wins)."
@@ -134,8 +139,9 @@ class TrainHP(HP):
     lr_decay: float = 0.1 # multistep factor
     optimizer: str = 'sgd' # a name in OPTIMIZERS
     freeze_bn_stats: bool = False # keep BatchNorm layers whose parameters are all unselected in eval mode
-    ranges: ClassVar[dict] = dict(epochs=Between(0), lr=Between(0, low_open=True), momentum=Between(0, 1, high_open=True),
-                                  weight_decay=Between(0), batch_size=Between(1), final_lr_frac=Between(0, 1, low_open=True),
+    ranges: ClassVar[dict] = dict(epochs=Between(0), lr=Between(0, low_open=True),
+                                  momentum=Between(0, 1, high_open=True), weight_decay=Between(0),
+                                  batch_size=Between(1), final_lr_frac=Between(0, 1, low_open=True),
                                   milestones=Between(1), lr_decay=Between(0, 1, low_open=True))
     def __post_init__(self):
         super().__post_init__()  # types and ranges of every field
@@ -148,9 +154,9 @@ class TrainHP(HP):
 
     def recipe(self) -> Recipe:
         "The `Recipe` of this run; weight decay is 0 there because `masked_train` adds it on selected entries only."
-        return Recipe(epochs=self.epochs, lr=self.lr, momentum=self.momentum, weight_decay=0.0, batch_size=self.batch_size,
-                      schedule=self.schedule, final_lr_frac=self.final_lr_frac, milestones=tuple(self.milestones),
-                      gamma=self.lr_decay, optimizer=self.optimizer)
+        return Recipe(epochs=self.epochs, lr=self.lr, momentum=self.momentum, weight_decay=0.0,
+                      batch_size=self.batch_size, schedule=self.schedule, final_lr_frac=self.final_lr_frac,
+                      milestones=tuple(self.milestones), gamma=self.lr_decay, optimizer=self.optimizer)
 
 # %% ../nbs/06_unlearning.ipynb #2771c512
 UNLEARNERS = Registry('unlearner')
@@ -169,7 +175,8 @@ def make_hp(name:str, # a name in UNLEARNERS
     cls = UNLEARNERS[name].HP
     allowed = [f.name for f in fields(cls)]
     bad = [k for k in hp if k not in allowed]
-    if bad: raise BadValueError(f"unknown hyperparameter {bad[0]!r} for unlearner {name!r}; allowed: {', '.join(allowed)}")
+    if bad: raise BadValueError(f"unknown hyperparameter {bad[0]!r} for unlearner {name!r}; "
+                                f"allowed: {', '.join(allowed)}")
     return cls(**hp)
 
 def hp_defaults(name:str) -> dict:
@@ -208,7 +215,9 @@ def bn_frozen(model:nn.Module, # model whose BatchNorm layers may be frozen
     finally:
         for mod in frozen: del mod.train
 
-GUARD = 2  # version of the divergence guard below; 2: its snapshot never holds non-finite BatchNorm statistics (caches recompute older diverged runs)
+# version of the divergence guard below; 2: its snapshot never holds non-finite BatchNorm statistics
+# (caches recompute older diverged runs)
+GUARD = 2
 
 def masked_train(model:nn.Module, # model to train in place
                  data:TensorData, # the data stream (retain, forget, or both)
@@ -217,7 +226,7 @@ def masked_train(model:nn.Module, # model to train in place
                  seed:int=0, # seed of the shuffling order
                  mask:Mask|None=None, # selected entries (None: all)
                  loss_fn:Callable|None=None, # (model, x, y, idx) -> (logits, per-example losses); default cross-entropy
-                 grad_fn:Callable|None=None, # (name, param, epoch) adds extra terms to param.grad (before weight decay and mask)
+                 grad_fn:Callable|None=None, # (name, param, epoch) adds to param.grad (before weight decay and mask)
                  on_step:Callable|None=None, # the caller's monitor f(Step) before every update (`Step.step`: the cost's updates so far); may raise StopTraining
                  desc:str='unlearn'): # progress label, also used in notes
     "`models.train` with masked updates, weight decay on selected entries only, a divergence guard and cost accounting."
@@ -236,7 +245,8 @@ def masked_train(model:nn.Module, # model to train in place
         out, losses = base(m, x, y, idx); pending[0] += len(x); return out, losses
     def before_step(m):
         with torch.no_grad():
-            if all(bool(torch.isfinite(v).all()) for v in m.buffers() if v.is_floating_point()):  # finite BatchNorm statistics too: a state to come back to
+            # finite BatchNorm statistics too: a state to come back to
+            if all(bool(torch.isfinite(v).all()) for v in m.buffers() if v.is_floating_point()):
                 for k, v in m.state_dict().items(): snap[k].copy_(v)
             epoch = (cost.steps - step0) // spe
             for n, p in named:
@@ -245,18 +255,20 @@ def masked_train(model:nn.Module, # model to train in place
                 if hp.weight_decay: p.grad.add_(p, alpha=hp.weight_decay)
                 if sel is not None: p.grad.mul_(sel[n])
     def count(s): cost.steps += 1; cost.examples += pending[0]; pending[0] = 0
-    hooks = ([lambda s: on_step(replace(s, step=cost.steps))] if on_step is not None else []) + [count]  # a monitor may stop before the count
+    # a monitor may stop before the count
+    hooks = ([lambda s: on_step(replace(s, step=cost.steps))] if on_step is not None else []) + [count]
     def _restore(why):
         model.load_state_dict(snap); cost.diverged = cost.stopped_early = True
         msg = f"{why}; stopped after {cost.steps - step0} steps and restored the last weights with a finite loss"
         cost.notes.append(msg); warnings.warn(msg)
     try:
         with bn_frozen(model, mask, hp.freeze_bn_stats):
-            hist = train(model, data, hp.recipe(), seed=seed, loss_fn=lf, before_step=before_step, params=[p for _, p in named],
-                         device=device, desc=desc, on_step=hooks)[1]
+            hist = train(model, data, hp.recipe(), seed=seed, loss_fn=lf, before_step=before_step,
+                         params=[p for _, p in named], device=device, desc=desc, on_step=hooks)[1]
         if hist and hist[-1].get('stopped'): cost.stopped_early = True; cost.info["stopped_by"] = "on_step"
         if not all(bool(torch.isfinite(p).all()) for _, p in named): _restore(f'{desc}: the weights became non-finite')
-        elif any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in model.buffers()): _restore(f'{desc}: BatchNorm statistics became non-finite')
+        elif any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in model.buffers()):
+            _restore(f'{desc}: BatchNorm statistics became non-finite')
     except FloatingPointError as e: _restore(str(e))
     finally:
         for n, p in model.named_parameters(): p.requires_grad_(req[n])
@@ -289,9 +301,11 @@ def _check_data(model:nn.Module, retain:TensorData, forget:TensorData):
         if not isinstance(d, TensorData): raise BadValueError(f"{nm} must be a TensorData, got {type(d).__name__}")
     check_fits(model, forget, 'the forget set'); check_fits(model, retain, 'the retain set')
     if retain.x.shape[1:] != forget.x.shape[1:]:
-        raise BadValueError(f"retain and forget examples differ in shape: {tuple(retain.x.shape[1:])} vs {tuple(forget.x.shape[1:])}")
+        raise BadValueError(f"retain and forget examples differ in shape: "
+                            f"{tuple(retain.x.shape[1:])} vs {tuple(forget.x.shape[1:])}")
     both = np.intersect1d(retain.idx.cpu().numpy(), forget.idx.cpu().numpy())
-    if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set ({both.size} overlap); they must be disjoint")
+    if both.size: raise BadIndicesError(f"index {int(both[0])} is in both the forget and the retain set "
+                                        f"({both.size} overlap); they must be disjoint")
 
 def unlearn(name:str, # a name in UNLEARNERS
             model:nn.Module, # the original model (not modified: the method works on a copy)
@@ -314,11 +328,14 @@ def unlearn(name:str, # a name in UNLEARNERS
     devs = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devs):
         torch.manual_seed(seed)
-        net = fn(net, retain, forget, mask, seed, h, cost, on_step)  # the monitor is an argument all the way down to `masked_train`
+        # the monitor is an argument all the way down to `masked_train`
+        net = fn(net, retain, forget, mask, seed, h, cost, on_step)
     if retain.y.unique().numel() > 1:  # a collapse is reported, never passed off as a result
         pred = predict(net, retain.subset(range(min(len(retain), 1024))))['logits'].argmax(1)
         if pred.unique().numel() == 1:
-            cost.collapsed = True; cost.notes.append(f"{name}: the model collapsed: it predicts class {int(pred[0])} for every retain example"); warnings.warn(cost.notes[-1])
+            cost.collapsed = True
+            cost.notes.append(f"{name}: the model collapsed: it predicts class {int(pred[0])} for every retain example")
+            warnings.warn(cost.notes[-1])
     cost.seconds = time.perf_counter() - t0
     return net.eval(), cost
 
@@ -333,7 +350,8 @@ class RetrainHP(TrainHP):
 @register_unlearner('retrain', RetrainHP)
 def _retrain(model, retain, forget, mask, seed, hp, cost, on_step):
     if mask is not None and mask.n_selected < mask.n_total:
-        raise BadValueError(f"retrain re-initialises every parameter; got a mask with budget {mask.budget:.3f} (use 'rft' for a masked reset)")
+        raise BadValueError(f"retrain re-initialises every parameter; got a mask with budget {mask.budget:.3f} "
+                            "(use 'rft' for a masked reset)")
     model, left = fresh_init(model, seed)
     if left: cost.notes.append(f"fallback init for {left}")
     return masked_train(model, retain, hp, cost, seed, on_step=on_step, desc='retrain')
@@ -446,7 +464,8 @@ class IUHP(HP):
     damping: float = 1e-3 # lambda: the Fisher is lambda*I + (1/N) sum g g^T
     step_scale: float = 0.03 # s: the step is theta + s * F^-1 v
     batch_size: int = 128 # chunk size for gradients and per-example gradients
-    ranges: ClassVar[dict] = dict(n_samples=Between(1), damping=Between(0, low_open=True), step_scale=Between(0, low_open=True), batch_size=Between(1))
+    ranges: ClassVar[dict] = dict(n_samples=Between(1), damping=Between(0, low_open=True),
+                                  step_scale=Between(0, low_open=True), batch_size=Between(1))
     def space(self, max_epochs=None): return dict(step_scale=(self.step_scale / 10, self.step_scale * 10, True))
 
 def inverse_fisher_vp(G:torch.Tensor, # per-example gradients g_j, N x d
@@ -485,7 +504,8 @@ def _iu(model, retain, forget, mask, seed, hp, cost, on_step):
     step = hp.step_scale * inverse_fisher_vp(G, v, hp.damping)
     cost.examples += nf + nr + len(pick); cost.steps += 1; cost.info['n_fisher'] = len(pick)
     if not torch.isfinite(step).all():
-        cost.diverged = True; cost.notes.append('iu: the inverse-Fisher step is non-finite; the model is left unchanged')
+        cost.diverged = True
+        cost.notes.append('iu: the inverse-Fisher step is non-finite; the model is left unchanged')
         warnings.warn(cost.notes[-1]); return model
     off = 0
     with torch.no_grad():
@@ -503,7 +523,8 @@ class SSDHP(HP):
     threshold: float = 10.0 # alpha: dampen where forget importance > threshold * train importance
     lam: float = 1.0 # dampening strength lambda: scale by min(1, lam * I_d / I_f)
     batch_size: int = 64 # minibatch size of the importance estimates
-    ranges: ClassVar[dict] = dict(threshold=Between(0, low_open=True), lam=Between(0, low_open=True), batch_size=Between(1))
+    ranges: ClassVar[dict] = dict(threshold=Between(0, low_open=True), lam=Between(0, low_open=True),
+                                  batch_size=Between(1))
     def space(self, max_epochs=None): return dict(lam=(0.1, 10, True), threshold=(1, 50, True))
 
 def importances(model:nn.Module, # model (put in eval mode)
@@ -522,7 +543,8 @@ def importances(model:nn.Module, # model (put in eval mode)
 
 @register_unlearner('ssd', SSDHP)
 def _ssd(model, retain, forget, mask, seed, hp, cost, on_step):
-    full = TensorData(torch.cat([retain.x, forget.x]), torch.cat([retain.y, forget.y]), torch.cat([retain.idx, forget.idx]))
+    full = TensorData(torch.cat([retain.x, forget.x]), torch.cat([retain.y, forget.y]),
+                      torch.cat([retain.idx, forget.idx]))
     imp_f = importances(model, forget, hp.batch_size, seed)
     imp_d = importances(model, full, hp.batch_size, seed + 1)
     sel, n_damp = _device_masks(mask, model), 0
@@ -547,12 +569,13 @@ class ScrubHP(TrainHP):
     kl_weight: float = 0.5 # alpha: weight of the KL in min-steps
     ce_weight: float = 1.0 # gamma: weight of the cross-entropy in min-steps
     forget_batch_size: int = 32 # minibatch size of max-step passes
-    ranges: ClassVar[dict] = dict(msteps=Between(0), temperature=Between(0, low_open=True), kl_weight=Between(0), ce_weight=Between(0),
-                                  forget_batch_size=Between(1))
+    ranges: ClassVar[dict] = dict(msteps=Between(0), temperature=Between(0, low_open=True), kl_weight=Between(0),
+                                  ce_weight=Between(0), forget_batch_size=Between(1))
     def __post_init__(self):
         super().__post_init__()
         if self.msteps > self.epochs:
-            raise BadValueError(f"{self.where()}: msteps={self.msteps!r} is not allowed: it must be an integer in [0, epochs={self.epochs}]")
+            raise BadValueError(f"{self.where()}: msteps={self.msteps!r} is not allowed: "
+                                f"it must be an integer in [0, epochs={self.epochs}]")
 
 def distill_kl(student_logits:torch.Tensor, # N x C
                teacher_logits:torch.Tensor, # N x C
@@ -575,7 +598,8 @@ def _scrub(model, retain, forget, mask, seed, hp, cost, on_step):
     for e in range(hp.epochs):
         one = TrainHP(**dict(base, epochs=1, lr=lr_at(sched, e), schedule='constant', milestones=()))
         if e < hp.msteps:
-            masked_train(model, forget, replace(one, batch_size=hp.forget_batch_size), cost, seed + e, mask, loss_fn=max_loss, on_step=on_step, desc=f'scrub max {e}')
+            masked_train(model, forget, replace(one, batch_size=hp.forget_batch_size), cost, seed + e, mask,
+                         loss_fn=max_loss, on_step=on_step, desc=f'scrub max {e}')
             if cost.diverged: break
         masked_train(model, retain, one, cost, seed + e, mask, loss_fn=min_loss, on_step=on_step, desc=f'scrub min {e}')
         if cost.diverged: break
@@ -604,7 +628,8 @@ def head_names(model:nn.Module, # the model
 def with_head(mask:Mask, model:nn.Module, head:str|None=None) -> Mask:
     "A copy of `mask` with every entry of the classifier head selected."
     hn = set(head_names(model, head))
-    return Mask({n: torch.ones_like(v) if n in hn else v.clone() for n, v in mask.masks.items()}, {**mask.meta, 'with_head': True})
+    return Mask({n: torch.ones_like(v) if n in hn else v.clone() for n, v in mask.masks.items()},
+                {**mask.meta, 'with_head': True})
 
 def reset_masked(model:nn.Module, # model, changed in place
                  mask:Mask, # entries to reset
@@ -618,7 +643,8 @@ def reset_masked(model:nn.Module, # model, changed in place
 
 @register_unlearner('rft', RFTHP)
 def _rft(model, retain, forget, mask, seed, hp, cost, on_step):
-    if mask is None: raise BadValueError("rft needs a mask (e.g. Mask.full(model) or a localizer's); 'del' localizes by itself")
+    if mask is None:
+        raise BadValueError("rft needs a mask (e.g. Mask.full(model) or a localizer's); 'del' localizes by itself")
     left = reset_masked(model, mask, seed)
     if left: cost.notes.append(f"fallback init for {left}")
     tm = with_head(mask, model, hp.head)
@@ -657,7 +683,8 @@ class DelHP(RFTHP):
 def _localized(localizer, model, forget, mask, hp, cost):
     if mask is not None: cost.info['mask_from'] = 'given'; return mask
     from unlearnrepro import localization
-    if not hasattr(localization, 'localize'): raise UnlearnReproError("localization.localize is not available in this version of the package")
+    if not hasattr(localization, 'localize'):
+        raise UnlearnReproError("localization.localize is not available in this version of the package")
     mask = localization.localize(localizer, model, forget, hp.budget, **hp.localizer_kw)
     cost.examples += len(forget); cost.info.update(mask_from=localizer, mask_budget=mask.budget)
     return mask
@@ -680,20 +707,25 @@ def _ranked(s, rng):
 def refine(scores, # memorization-like score of each example of the set (high = memorized)
            n_strata:int=3, # number of strata (3: low, mid, high)
            size:int|None=None, # examples per stratum (None: an equal split of all examples)
-           centre:float|str='median', # the mid stratum is the one closest to this value ('median': the median of the scores)
+           centre:float|str='median', # the mid stratum is the one closest to this value ('median': the scores' median)
            seed:int=0): # seed of the tie-breaking order
     "Split positions 0..len(scores)-1 into `n_strata` equal strata by rank: lowest, closest to `centre`, highest; low -> high."
     try: s = np.asarray(scores, dtype=float)
-    except (TypeError, ValueError): raise BadValueError(f"scores={scores!r} is not allowed: it must be a 1-d array of finite numbers") from None
-    if s.ndim != 1: raise BadValueError(f"scores of shape {s.shape} are not allowed: they must be a 1-d array, one score per example")
+    except (TypeError, ValueError):
+        raise BadValueError(f"scores={scores!r} is not allowed: it must be a 1-d array of finite numbers") from None
+    if s.ndim != 1:
+        raise BadValueError(f"scores of shape {s.shape} are not allowed: "
+                            "they must be a 1-d array, one score per example")
     if not np.isfinite(s).all():
         i = int(np.flatnonzero(~np.isfinite(s))[0])
-        raise BadValueError(f"scores[{i}]={s[i]} is not allowed: every score must be a finite number (drop or fill undefined scores first)")
+        raise BadValueError(f"scores[{i}]={s[i]} is not allowed: every score must be a finite number "
+                            "(drop or fill undefined scores first)")
     check_int('n_strata', n_strata, 1)
     size = len(s) // n_strata if size is None else check_int('size', size, 1)
     if size < 1 or size * n_strata > len(s):
-        raise BadValueError(f"{len(s)} examples cannot make {n_strata} strata of {size if size else 'at least 1'} example(s): "
-                            f"n_strata x size must be at most the number of scores; use a larger set or fewer strata")
+        raise BadValueError(f"{len(s)} examples cannot make {n_strata} strata of {size if size else 'at least 1'} "
+                            f"example(s): n_strata x size must be at most the number of scores; "
+                            f"use a larger set or fewer strata")
     if not (isinstance(centre, str) and centre == 'median') and not _is_num(centre):
         raise BadValueError(f"centre={centre!r} is not allowed: it must be 'median' or a finite number")
     rng = np.random.default_rng(check_seed(seed)); order = _ranked(s, rng)
@@ -722,9 +754,12 @@ def shuffle_strata(strata, # a list of strata (idx lists, joined in this order),
     idx = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     if not len(idx): raise BadIndicesError("the strata hold no idx value; there is nothing to shuffle")
     uniq, counts = np.unique(idx, return_counts=True)
-    if (counts > 1).any(): raise BadIndicesError(f"idx {int(uniq[counts > 1][0])} appears {int(counts.max())} times; strata must be disjoint")
+    if (counts > 1).any():
+        raise BadIndicesError(f"idx {int(uniq[counts > 1][0])} appears {int(counts.max())} times; "
+                              "strata must be disjoint")
     check_int('k', k, 1, len(idx))
-    perm = np.random.default_rng([check_seed(seed), 7]).permutation(idx)  # stream 7 of `seed`: apart from refine's draws with `seed`
+    # stream 7 of `seed`: apart from refine's draws with `seed`
+    perm = np.random.default_rng([check_seed(seed), 7]).permutation(idx)
     return [np.sort(c) for c in np.array_split(perm, k)]
 
 def _check_strata(strata, forget_idx):
@@ -734,19 +769,21 @@ def _check_strata(strata, forget_idx):
         st = [int(v) for v in st]
         if not st: raise BadIndicesError(f"stratum {i} is empty; every stratum needs at least one forget-set idx")
         out = [v for v in st if v not in fset]
-        if out: raise BadIndicesError(f"stratum {i} holds idx {out[0]}, which is not in the forget set; strata hold forget-set idx values only")
+        if out: raise BadIndicesError(f"stratum {i} holds idx {out[0]}, which is not in the forget set; "
+                                      "strata hold forget-set idx values only")
         both = seen & set(st)
-        if both: raise BadIndicesError(f"strata overlap: idx {min(both)} is in stratum {i} and an earlier one; strata must be disjoint (each idx in one stratum at most)")
+        if both: raise BadIndicesError(f"strata overlap: idx {min(both)} is in stratum {i} and an earlier one; "
+                                       "strata must be disjoint (each idx in one stratum at most)")
         seen |= set(st)
 
 @dataclass
 class RUMHP(HP):
     "RUM's meta-algorithm: unlearn the strata of the forget set one after another."
     strata: list = field(default_factory=list) # lists of forget-set `idx` values, in unlearning order (low -> high); examples of S in no stratum are neither unlearned nor retained
-    unlearners: list = field(default_factory=list) # one unlearner name per stratum (None: skip it), or a single name for all (RUM^F)
+    unlearners: list = field(default_factory=list) # unlearner name per stratum (None: skip it) or one for all (RUM^F)
     hps: list = field(default_factory=list) # hyperparameters per stratum, or one dict for all ([]: defaults)
-    retain_mode: str = 'progressive' # 'progressive' (the retain set plus the strata not yet unlearned) or 'strict' (the retain set, D minus all of S)
-    salun_mask: str = 'original' # SalUn steps take their saliency mask from the 'original' model (the official code) or the 'current' step's model
+    retain_mode: str = 'progressive' # 'progressive': retain set + strata still to come; 'strict': D minus all of S
+    salun_mask: str = 'original' # SalUn's mask: saliency on the 'original' model (official code) or the 'current' one
     ranges: ClassVar[dict] = dict(retain_mode=('progressive', 'strict'), salun_mask=('original', 'current'))
     def __post_init__(self):
         super().__post_init__()
@@ -754,7 +791,8 @@ class RUMHP(HP):
         names = self.unlearners if len(self.unlearners) != 1 else self.unlearners * n
         hps = self.hps if len(self.hps) not in (0, 1) else (self.hps or [{}]) * n
         if len(names) != n or len(hps) != n:
-            raise BadValueError(f"rum has {n} strata but {len(self.unlearners)} unlearners and {len(self.hps)} hyperparameter sets; give one per stratum or one for all")
+            raise BadValueError(f"rum has {n} strata but {len(self.unlearners)} unlearners and {len(self.hps)} "
+                                "hyperparameter sets; give one per stratum or one for all")
         for nm, hp in zip(names, hps):
             if nm is None: continue
             if nm == 'rum': raise BadValueError("rum cannot be nested")
@@ -779,21 +817,31 @@ def _log_step(model, strata_data, retain, i, log):
 def _rum(model, retain, forget, mask, seed, hp, cost, on_step):
     if not hp.strata: raise BadValueError("rum needs strata: lists of forget-set idx values (see `refine`)")
     _check_strata(hp.strata, forget.idx.cpu().numpy())
-    fidx, original = forget.idx.cpu().numpy(), model  # every step unlearns from a copy: `original` stays the model RUM started from
+    # every step unlearns from a copy: `original` stays the model RUM started from
+    fidx, original = forget.idx.cpu().numpy(), model
     fs = [_select(forget, st) for st in hp.strata]
     log = cost.info['log'] = dict(rum_log=RUM_LOG); _log_step(model, fs, retain, 0, log)
     for i, (st, name, h) in enumerate(zip(hp.strata, hp.unlearners, hp.hps)):
         f_i = fs[i]
-        if name is None: cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=None)); _log_step(model, fs, retain, i + 1, log); continue
-        later = [int(v) for s_j in hp.strata[i + 1:] for v in s_j]  # progressive: only strata still to come are retained, never S outside the strata
-        r_i = retain if hp.retain_mode == 'strict' else _join(retain, forget.subset(np.flatnonzero(np.isin(fidx, np.asarray(later, dtype=np.int64)))))
-        inner = None if on_step is None else (lambda s, done=cost.steps: on_step(replace(s, step=s.step + done)))  # the caller's monitor sees every step's updates, counted across strata; a stop ends RUM there
+        if name is None:
+            cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=None))
+            _log_step(model, fs, retain, i + 1, log); continue
+        # progressive: only strata still to come are retained, never S outside the strata
+        later = [int(v) for s_j in hp.strata[i + 1:] for v in s_j]
+        r_i = (retain if hp.retain_mode == 'strict' else
+               _join(retain, forget.subset(np.flatnonzero(np.isin(fidx, np.asarray(later, dtype=np.int64))))))
+        # the caller's monitor sees every step's updates, counted across strata; a stop ends RUM there
+        inner = None if on_step is None else (lambda s, done=cost.steps: on_step(replace(s, step=s.step + done)))
         m_i = mask
-        if name == 'salun' and mask is None and hp.salun_mask == 'original':  # the official code's mask: saliency of the step's stratum on the original model
+        # the official code's mask: saliency of the step's stratum on the original model
+        if name == 'salun' and mask is None and hp.salun_mask == 'original':
             m_i = _localized('salloc', original, f_i, None, make_hp('salun', **h), cost)
         model, c = unlearn(name, model, r_i, f_i, mask=m_i, seed=seed + i, on_step=inner, **h)
         cost += c; _log_step(model, fs, retain, i + 1, log)
-        cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=name, n_forget=len(f_i), n_retain=len(r_i), examples=c.examples))
-        if c.diverged: cost.notes.append(f"rum: step {i} ({name}) diverged; later strata were unlearned from its restored weights")
-        if c.info.get('stopped_by') == 'on_step': cost.info['stopped_by'] = 'on_step'; break  # the caller's monitor stopped it
+        cost.info.setdefault('steps', []).append(dict(stratum=i, unlearner=name, n_forget=len(f_i), n_retain=len(r_i),
+                                                      examples=c.examples))
+        if c.diverged:
+            cost.notes.append(f"rum: step {i} ({name}) diverged; later strata were unlearned from its restored weights")
+        # the caller's monitor stopped it
+        if c.info.get('stopped_by') == 'on_step': cost.info['stopped_by'] = 'on_step'; break
     return model
