@@ -38,7 +38,8 @@ def integer(low:int|None=None, high:int|None=None):
     "Spec: an integer (not a bool, not 1.5) in [low, high]."
     def chk(name, v):
         try: return check_int(name, v, low, high)
-        except BadValueError: _bad(name, v, f"use an integer in [{'-inf' if low is None else low}, {'inf' if high is None else high}]")
+        except BadValueError:
+            _bad(name, v, f"use an integer in [{'-inf' if low is None else low}, {'inf' if high is None else high}]")
     return chk
 
 def number(low:float|None=None, high:float|None=None, low_open:bool=False):
@@ -92,19 +93,22 @@ def optional(spec):
     "Spec: None, or what `spec` allows."
     return lambda name, v: None if v is None else spec(name, v)
 
-def check_params(values:dict, # parameter name -> value (a notebook's `globals()` will do: only the specs' names are read)
+def check_params(values:dict, # parameter name -> value (a notebook's `globals()` will do: only specs' names are read)
                  specs:dict): # parameter name -> spec
     "Check every parameter named in `specs` (all of them, before any work); returns {name: checked value}."
     missing = sorted(set(specs) - set(values))
     if missing: raise BadValueError(f"parameters {missing} have no value")
     out = {k: spec(k, values[k]) for k, spec in specs.items()}
     if 'tune_seed' in out and out['tune_seed'] in out.get('seeds', ()):
-        raise BadValueError(f"tune_seed={out['tune_seed']} is also in seeds={out['seeds']}; tuning must use a model and forget set of its own")
+        raise BadValueError(f"tune_seed={out['tune_seed']} is also in seeds={out['seeds']}; "
+                            "tuning must use a model and forget set of its own")
     return out
 
-RUN_PARAMS = dict(seeds=list_of(integer(0)), mia_seed=integer(0), tune=boolean(), n_trials=integer(1), max_epochs=optional(integer(1)),
-                  tune_seed=integer(0), tol=number(0), workers=integer(1), out_dir=optional(text()), cache_dir=optional(text()),
-                  hparams_file=optional(text()), save_hparams=boolean())  # the parameters every paper notebook shares: its seeds, tuning, processes and paths
+# the parameters every paper notebook shares: its seeds, tuning, processes and paths
+RUN_PARAMS = dict(seeds=list_of(integer(0)), mia_seed=integer(0), tune=boolean(), n_trials=integer(1),
+                  max_epochs=optional(integer(1)), tune_seed=integer(0), tol=number(0), workers=integer(1),
+                  out_dir=optional(text()), cache_dir=optional(text()), hparams_file=optional(text()),
+                  save_hparams=boolean())
 
 # %% ../nbs/09_experiment.ipynb #a9f2c8e9
 def resolve_scale(ns:dict, # the notebook's globals (its parameters are updated in place)
@@ -112,7 +116,8 @@ def resolve_scale(ns:dict, # the notebook's globals (its parameters are updated 
                   preset:str, # the chosen preset
                   passed=()) -> dict: # parameters set explicitly (e.g. on the command line)
     "Apply the preset's row of the scale table to every parameter not set explicitly; returns {name: value} of the table's parameters."
-    if not isinstance(preset, str) or preset not in table: raise BadValueError(f"preset={preset!r} is not in the scale table; it has: {', '.join(table)}")
+    if not isinstance(preset, str) or preset not in table:
+        raise BadValueError(f"preset={preset!r} is not in the scale table; it has: {', '.join(table)}")
     list_of(text(), min_len=0)('passed', passed)
     base = table.get('tiny', {})
     bad = [k for k in passed if k not in ns]
@@ -167,9 +172,10 @@ class Scenario:
     reference: dict # the original's train / test accuracy and its scenario_metrics
     keys: dict # {'original': ..., 'forget': ...}: plain dicts for downstream cache keys
     mia_seed: int = 0
-    oracle_cost: dict = field(default_factory=dict) # steps, examples and wall seconds of training the oracle (the cost of retraining)
-    original_run: dict = field(default_factory=dict) # the original's `fit` run: history, records (e.g. learning events), seconds
-    def __repr__(self): return f"Scenario({self.data.name}, {self.kind}, seed {self.seed}: forget {len(self.forget_pos)}, retain {len(self.retain_pos)})"
+    oracle_cost: dict = field(default_factory=dict) # cost of retraining (the oracle): steps, examples and wall seconds
+    original_run: dict = field(default_factory=dict) # the original's `fit` run: history, records (e.g. events), seconds
+    def __repr__(self): return (f"Scenario({self.data.name}, {self.kind}, seed {self.seed}: "
+                                f"forget {len(self.forget_pos)}, retain {len(self.retain_pos)})")
 
 def make_scenario(data:DataBundle, # dataset
                   cfg:dict, # preset config: model, train, oracle, forget
@@ -177,21 +183,27 @@ def make_scenario(data:DataBundle, # dataset
                   seed:int, # seeds the original, the forget set and the oracle
                   cache:Cache|None=None, # artifact cache
                   mia_seed:int=0, # seed of the SVC MIA
-                  forget=None, # explicit forget positions (default: the preset's `kind` forget set of `seed`; `kind` is then a label)
+                  forget=None, # explicit forget positions (None: preset's `kind` set of `seed`; `kind` is then a label)
                   record=None): # recorders of the original's training (see `fit`), e.g. ['events']
     "Build (or load) the original model, the forget set and its oracle for one seed."
     seed = check_seed(seed)
-    f = forget_positions(data, cfg, kind, seed, cache) if forget is None else forget  # first: a bad forget set fails before any training
+    # first: a bad forget set fails before any training
+    f = forget_positions(data, cfg, kind, seed, cache) if forget is None else forget
     f, r = check_split(f, len(data.train))
-    original, run0 = fit(data, cfg['model'], cfg['train'], seed=seed, cache=cache, kind='original', record=record, desc=f'original s{seed}')
+    original, run0 = fit(data, cfg['model'], cfg['train'], seed=seed, cache=cache, kind='original', record=record,
+                         desc=f'original s{seed}')
     splits = {'forget': data.train.subset(f), 'retain': data.train.subset(r), 'test': data.test}
-    oracle, orun = fit(data, cfg['model'], cfg['oracle'], seed=seed, positions=r, cache=cache, kind='oracle', desc=f'oracle {kind} s{seed}')
+    oracle, orun = fit(data, cfg['model'], cfg['oracle'], seed=seed, positions=r, cache=cache, kind='oracle',
+                       desc=f'oracle {kind} s{seed}')
     rc = Recipe(**cfg['oracle']) if isinstance(cfg['oracle'], dict) else cfg['oracle']
-    ocost = dict(steps=rc.epochs * math.ceil(len(r) / rc.batch_size), examples=rc.epochs * len(r), seconds=orun['seconds'])
+    ocost = dict(steps=rc.epochs * math.ceil(len(r) / rc.batch_size), examples=rc.epochs * len(r),
+                 seconds=orun['seconds'])
     keys = dict(original=dict(data=data.config, model=cfg['model'], recipe=cfg['train'], seed=seed),
                 forget=dict(kind=kind, seed=seed, n=len(f), pos=content_hash(f)))
-    ref = dict(scenario_metrics(original, splits, mia_seed), train_acc=accuracy(original, data.train))  # its test_acc is on the same test split
-    return Scenario(data, cfg, kind, seed, original, f, r, splits, oracle, scenario_metrics(oracle, splits, mia_seed), ref, keys, mia_seed, ocost, run0)
+    # its test_acc is on the same test split
+    ref = dict(scenario_metrics(original, splits, mia_seed), train_acc=accuracy(original, data.train))
+    return Scenario(data, cfg, kind, seed, original, f, r, splits, oracle, scenario_metrics(oracle, splits, mia_seed),
+                    ref, keys, mia_seed, ocost, run0)
 
 # %% ../nbs/09_experiment.ipynb #62bef909
 def mask_for(S:Scenario, # the scenario
@@ -208,13 +220,14 @@ def mask_for(S:Scenario, # the scenario
         like = mask_for(S, random_like, budget, cache, loc_defaults)
         return localize('random', S.original, forget, budget, like=like, seed=S.seed, **kw)
     if kw.pop('on', 'forget') == 'train': kw['data'] = S.data.train
-    return cached_localize(localizer, S.original, forget, budget, cache, S.keys['original'], **{**loc_defaults.get(localizer, {}), **kw})
+    return cached_localize(localizer, S.original, forget, budget, cache, S.keys['original'],
+                           **{**loc_defaults.get(localizer, {}), **kw})
 
 def _state(m): return {k: v.detach().cpu() for k, v in m.state_dict().items()}
 
 def run_unlearning(S:Scenario, # the scenario
                    unlearner:str, # a name in UNLEARNERS
-                   localizer:str|None=None, # a name in LOCALIZERS (None: the unlearner's own choice, e.g. full-parameter)
+                   localizer:str|None=None, # a name in LOCALIZERS (None: the unlearner's choice, e.g. full-parameter)
                    budget:float|None=None, # the localizer's budget
                    hp:dict|None=None, # hyperparameters of the unlearner
                    loc:dict|None=None, # localizer options (see `mask_for`)
@@ -225,40 +238,51 @@ def run_unlearning(S:Scenario, # the scenario
     hp, loc, loc_defaults = dict(hp or {}), dict(loc or {}), dict(loc_defaults or {})
     UNLEARNERS[unlearner]; make_hp(unlearner, **hp)  # unknown names and bad values fail before any work
     if localizer is not None: LOCALIZERS[localizer]
-    key = dict(original=S.keys['original'], forget=S.keys['forget'], unlearner=unlearner, localizer=localizer, budget=budget,
-               hp=hp, loc=loc, loc_default=loc_defaults.get(localizer, {}), mia_seed=S.mia_seed)
-    # the default and `finite_metrics` share their entries (they agree wherever the default is defined); any other function has its own
-    mkey = key if metrics is None or metrics is finite_metrics else dict(key, metrics=f"{metrics.__module__}.{metrics.__qualname__}")
+    key = dict(original=S.keys['original'], forget=S.keys['forget'], unlearner=unlearner, localizer=localizer,
+               budget=budget, hp=hp, loc=loc, loc_default=loc_defaults.get(localizer, {}), mia_seed=S.mia_seed)
+    # the default and `finite_metrics` share their entries (they agree wherever the default is defined);
+    # any other function has its own
+    mkey = (key if metrics is None or metrics is finite_metrics
+            else dict(key, metrics=f"{metrics.__module__}.{metrics.__qualname__}"))
     fn = metrics or (lambda m, S: scenario_metrics(m, S.splits, S.mia_seed))
     def compute():
         def unlearned():
             mask = mask_for(S, localizer, budget, cache, loc_defaults, **loc) if localizer else None
-            m, cost = unlearn(unlearner, S.original, S.splits['retain'], S.splits['forget'], mask=mask, seed=S.seed, **hp)
+            m, cost = unlearn(unlearner, S.original, S.splits['retain'], S.splits['forget'], mask=mask, seed=S.seed,
+                              **hp)
             c = {k: v for k, v in cost.as_dict().items() if isinstance(v, (int, float, bool))}
             c['budget'] = mask.budget if mask is not None else cost.info.get('mask_budget', 1.0)
-            c.update(cost.info.get('log', {}))  # a method's own numbers per step (RUM's step log), returned with the metrics
+            # a method's own numbers per step (RUM's step log), returned with the metrics
+            c.update(cost.info.get('log', {}))
             return dict(state_dict=_state(m), cost=c, guard=GUARD)
-        art = cache.get('unlearned', key, unlearned, check=_guarded(lambda a: a['cost'], unlearner)) if cache is not None else unlearned()
+        art = (cache.get('unlearned', key, unlearned, check=_guarded(lambda a: a['cost'], unlearner))
+               if cache is not None else unlearned())
         m = model_for(S.data, S.cfg['model']); m.load_state_dict(art['state_dict'])
         return dict(**fn(m.to(get_device()).eval(), S), **{k: float(v) for k, v in art['cost'].items()}, guard=GUARD)
-    out = dict(cache.get('run_metrics', mkey, compute, check=_guarded(lambda o: o, unlearner)) if cache is not None else compute())
+    out = dict(cache.get('run_metrics', mkey, compute, check=_guarded(lambda o: o, unlearner))
+               if cache is not None else compute())
     out.pop('guard', None)
-    if metrics is finite_metrics: out.setdefault('nonfinite', 0.0)  # stored by the default, which refuses non-finite outputs
+    # stored by the default, which refuses non-finite outputs
+    if metrics is finite_metrics: out.setdefault('nonfinite', 0.0)
     return out
 
 def _guarded(cost_of:Callable, unlearner:str|None=None):
     "A cache `check`: a diverged run restored by an older divergence guard is recomputed (its restored weights may be wrong), so is a RUM run without the current step log."
     def check(a):
-        if cost_of(a).get('diverged') and a.get('guard', 1) < GUARD: raise CorruptArtifactError("records a diverged run restored by an older divergence guard")
-        if unlearner == 'rum' and cost_of(a).get('rum_log', 0) < RUM_LOG: raise CorruptArtifactError("a RUM run from before its step log (and SalUn's original-model mask)")
+        if cost_of(a).get('diverged') and a.get('guard', 1) < GUARD:
+            raise CorruptArtifactError("records a diverged run restored by an older divergence guard")
+        if unlearner == 'rum' and cost_of(a).get('rum_log', 0) < RUM_LOG:
+            raise CorruptArtifactError("a RUM run from before its step log (and SalUn's original-model mask)")
     return check
 
 def finite_metrics(m:nn.Module, # an unlearned model
                    S:Scenario) -> dict: # its scenario
     "`scenario_metrics` plus `nonfinite` = 0; NaN metrics and `nonfinite` = 1 when the model's outputs on the scenario are not finite."
     ev = evaluate(m, S.splits)  # one pass over each split serves the check and the metrics
-    if all(torch.isfinite(o['probs']).all() and torch.isfinite(o['loss']).all() for o in ev['outputs'].values()): return dict(_metrics_of(ev, S.mia_seed), nonfinite=0.0)
-    return dict({k: float('nan') for k in ('forget_acc', 'retain_acc', 'test_acc', 'mia_correctness', 'mia_confidence')}, nonfinite=1.0)
+    if all(torch.isfinite(o['probs']).all() and torch.isfinite(o['loss']).all() for o in ev['outputs'].values()):
+        return dict(_metrics_of(ev, S.mia_seed), nonfinite=0.0)
+    return dict({k: float('nan') for k in ('forget_acc', 'retain_acc', 'test_acc', 'mia_correctness',
+                                           'mia_confidence')}, nonfinite=1.0)
 
 def gap_objective(row:dict, # a run's metrics
                   oracle:dict, # the oracle's metrics
@@ -275,20 +299,22 @@ def objective_text(keys=OBJECTIVE) -> str:
 
 def _no_op(t) -> bool: return bool(t.get('no_op') if isinstance(t, dict) else t.user_attrs.get('no_op'))
 
-def select_trial(trials:list, # completed trials: objects with .value, .params and .user_attrs, or dicts {'value', 'params', 'no_op'}
+def select_trial(trials:list, # completed trials (.value, .params, .user_attrs) or dicts {'value', 'params', 'no_op'}
                  tol:float=0.05): # relative tolerance around the best objective
     "Sepahvand et al.'s rule: among trials within (1 + tol) x best + 0.001, the one with the fewest epochs (then the lowest objective); no-op trials only if all are."
     get = lambda t, k: t[k] if isinstance(t, dict) else getattr(t, k)
     if not trials: raise BadValueError("no completed trial to select from")
     check_number('tol', tol, 0)
-    trials = [t for t in trials if not _no_op(t)] or trials  # a trial that changed nothing is never the best while another did something
+    # a trial that changed nothing is never the best while another did something
+    trials = [t for t in trials if not _no_op(t)] or trials
     best = min(get(t, 'value') for t in trials)
     near = [t for t in trials if get(t, 'value') <= best * (1 + tol) + 1e-3]
     return min(near, key=lambda t: (get(t, 'params').get('epochs', 0), get(t, 'value')))
 
 def suggest(trial, space:dict) -> dict:
     "One trial's hyperparameters from a space {name: (low, high, log)}: integers for integer bounds without log, else floats."
-    return {k: trial.suggest_int(k, lo, hi) if (isinstance(lo, int) and isinstance(hi, int) and not log) else trial.suggest_float(k, lo, hi, log=log)
+    return {k: trial.suggest_int(k, lo, hi) if (isinstance(lo, int) and isinstance(hi, int) and not log)
+               else trial.suggest_float(k, lo, hi, log=log)
             for k, (lo, hi, log) in space.items()}
 
 @contextlib.contextmanager
@@ -310,9 +336,11 @@ def make_sampler(n_trials:int, # the study's trials
     "A scrambled Halton sequence below 10 trials (n trials, n spread-out points), else TPE after n // 4 random start-up trials."
     import optuna
     if n_trials < 10:
-        with warnings.catch_warnings():  # QMCSampler is marked experimental since Optuna 3.0; its Halton sequence is scipy's
+        # QMCSampler is marked experimental since Optuna 3.0; its Halton sequence is scipy's
+        with warnings.catch_warnings():
             warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(qmc_type='halton', scramble=True, seed=seed, warn_independent_sampling=False, warn_asynchronous_seeding=False)
+            return optuna.samplers.QMCSampler(qmc_type='halton', scramble=True, seed=seed,
+                                              warn_independent_sampling=False, warn_asynchronous_seeding=False)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, n_trials // 4))
 
 def _check_first(first, space):
@@ -336,7 +364,7 @@ def edge_flags(chosen:dict, # the chosen hyperparameters
         elif pos >= 1 - frac: out.append(f"{k} at the high edge")
     return ', '.join(out)
 
-def tune(objective:Callable, # hp dict -> objective value (lower is better), or (value, {attr: value}) e.g. {'no_op': True}
+def tune(objective:Callable, # hp dict -> objective (lower is better), or (value, {attr: value}) e.g. {'no_op': True}
          space:dict, # {name: (low, high, log)}
          name:str, # study name (the space and the sampler are appended)
          storage:str|Path|None, # SQLite file of the studies (None: in memory)
@@ -351,14 +379,18 @@ def tune(objective:Callable, # hp dict -> objective value (lower is better), or 
     url, lock = None, contextlib.nullcontext()
     if storage is not None:  # SQLite; processes tuning side by side wait for each other's writes instead of failing
         storage = Path(storage); storage.parent.mkdir(parents=True, exist_ok=True)
-        lock = _file_lock(storage.with_name(storage.name + '.lock'))  # creating the schema or a study twice at once fails in SQLite
+        # creating the schema or a study twice at once fails in SQLite
+        lock = _file_lock(storage.with_name(storage.name + '.lock'))
     with lock:
-        if storage is not None: url = optuna.storages.RDBStorage(f"sqlite:///{storage.resolve()}", engine_kwargs={'connect_args': {'timeout': 600}})
+        if storage is not None: url = optuna.storages.RDBStorage(f"sqlite:///{storage.resolve()}",
+                                                                 engine_kwargs={'connect_args': {'timeout': 600}})
         full = f"{name}:{config_key('space', dict(space=space, sampler='halton<10/tpe', first=first))}"
         study = optuna.create_study(study_name=full, storage=url, load_if_exists=True, direction='minimize',
-                                    sampler=make_sampler(n_trials, study_seed(full) if seed is None else check_seed(seed)))
+                                    sampler=make_sampler(n_trials,
+                                                         study_seed(full) if seed is None else check_seed(seed)))
     S = optuna.trial.TrialState
-    done = [t for t in study.trials if t.state in (S.COMPLETE, S.FAIL)]  # a failed trial (NaN: diverged or refused) was tried: a rerun does not retry it
+    # a failed trial (NaN: diverged or refused) was tried: a rerun does not retry it
+    done = [t for t in study.trials if t.state in (S.COMPLETE, S.FAIL)]
     if not study.trials:
         for p in first: study.enqueue_trial(p, skip_if_exists=True)
     def run(t):
@@ -368,7 +400,8 @@ def tune(objective:Callable, # hp dict -> objective value (lower is better), or 
     if len(done) < n_trials: study.optimize(run, n_trials=n_trials - len(done), show_progress_bar=False)
     trials = [t for t in study.trials if t.state == S.COMPLETE]
     pick = select_trial(trials, tol)
-    return {k: (int(v) if isinstance(space[k][0], int) and not space[k][2] else float(v)) for k, v in pick.params.items()}, trials
+    return {k: (int(v) if isinstance(space[k][0], int) and not space[k][2] else float(v))
+            for k, v in pick.params.items()}, trials
 
 def save_yaml(path:str|Path, # file to (re)write
               obj:dict) -> Path: # plain data
@@ -388,10 +421,12 @@ def scenario_spec(data_cfg:dict, # load_dataset arguments
                   forget=None, # explicit forget positions (None: the preset's `kind` forget set)
                   record=None) -> dict: # recorders of the original's training
     "A plain description of a scenario, enough for any process to rebuild it from the cache; its forget set is drawn (and checked) now, before any training."
-    spec = dict(data=copy.deepcopy(data_cfg), cfg=copy.deepcopy(cfg), kind=kind, seed=check_seed(seed), cache=str(cache.root), mia_seed=mia_seed,
+    spec = dict(data=copy.deepcopy(data_cfg), cfg=copy.deepcopy(cfg), kind=kind, seed=check_seed(seed),
+                cache=str(cache.root), mia_seed=mia_seed,
                 forget=None if forget is None else [int(i) for i in forget], record=copy.deepcopy(record))
     d = _dataset(spec['data'])
-    check_split(forget_positions(d, spec['cfg'], kind, spec['seed'], cache) if forget is None else spec['forget'], len(d.train))
+    check_split(forget_positions(d, spec['cfg'], kind, spec['seed'], cache) if forget is None else spec['forget'],
+                len(d.train))
     return spec
 
 _SCENARIOS, _DATA = {}, {}
@@ -405,8 +440,8 @@ def load_scenario(spec:dict) -> Scenario:
     "The scenario of `spec`, built once per process (data and models from the cache)."
     k = canonical_json(spec)
     if k not in _SCENARIOS:
-        _SCENARIOS[k] = make_scenario(_dataset(spec['data']), spec['cfg'], spec['kind'], spec['seed'], Cache(spec['cache']), spec['mia_seed'],
-                                      spec.get('forget'), spec.get('record'))
+        _SCENARIOS[k] = make_scenario(_dataset(spec['data']), spec['cfg'], spec['kind'], spec['seed'],
+                                      Cache(spec['cache']), spec['mia_seed'], spec.get('forget'), spec.get('record'))
     return _SCENARIOS[k]
 
 def scenario_job(spec:dict) -> dict:
@@ -442,25 +477,33 @@ def tune_job(spec:dict, # scenario to tune on
              rum_step:dict|None=None) -> dict: # tune one step of RUM instead: {'strata', 'step', 'hps' of the steps before, 'retain_mode'} (see below)
     "Job: tune one method on one scenario; returns {'chosen': hp, 'flags': '...', 'trials': [{'number', 'value', 'no_op', 'objective', **params}]}."
     S = load_scenario(spec); cache = Cache(spec['cache']); fixed = dict(fixed or {})
-    if rum_step is None:  # run(hp) -> (metrics, forget accuracy before the run); the oracle's metrics; the original's forget accuracy; one example
-        run = lambda hp: (run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults, metrics=metrics), S.reference['forget_acc'])
+    # run(hp) -> (metrics, forget accuracy before the run); the oracle's metrics;
+    # the original's forget accuracy; one example
+    if rum_step is None:
+        run = lambda hp: (run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults,
+                                         metrics=metrics), S.reference['forget_acc'])
         oracle, start, one = S.oracle, S.reference['forget_acc'], 1 / len(S.splits['forget']) + 1e-9
     else: run, oracle, start, one = _rum_step_run(S, unlearner, rum_step, cache, metrics)
-    movable = abs(start - oracle['forget_acc']) > one  # something to unlearn: only then is a trial that leaves the forget accuracy a no-op
-    def obj(hp):  # NaN (a failed Optuna trial): values the method refuses although the space allows them, or a diverged run
+    # something to unlearn: only then is a trial that leaves the forget accuracy a no-op
+    movable = abs(start - oracle['forget_acc']) > one
+    # NaN (a failed Optuna trial): values the method refuses although the space allows them, or a diverged run
+    def obj(hp):
         hp = {**fixed, **hp}
         try: make_hp(unlearner, **hp)
         except BadValueError: return float('nan')
         r, before = run(hp)
-        return gap_objective(r, oracle, objective_keys), {'no_op': movable and bool(abs(r['forget_acc'] - before) <= one)}
+        return (gap_objective(r, oracle, objective_keys),
+                {'no_op': movable and bool(abs(r['forget_acc'] - before) <= one)})
     space = search_space(unlearner, max_epochs) if space is None else {k: tuple(v) for k, v in space.items()}
     space = {k: v for k, v in space.items() if k not in fixed}
     first = [{k: v for k, v in p.items() if k not in fixed} for p in (first or [])]
     chosen, trials = tune(obj, space, name, storage, n_trials, tol, first=first)
     pick = next(t for t in trials if {k: t.params[k] for k in chosen} == {k: chosen[k] for k in chosen})
-    flags = ', '.join(f for f in ('no-op: no trial changed the forget accuracy' if _no_op(pick) else '', edge_flags(chosen, space)) if f)
-    return dict(chosen=chosen, flags=flags, trials=[dict(number=t.number, value=t.value, no_op=_no_op(t), objective=objective_text(objective_keys),
-                                                         chosen=t.number == pick.number, **t.params) for t in trials])
+    flags = ', '.join(f for f in ('no-op: no trial changed the forget accuracy' if _no_op(pick) else '',
+                                  edge_flags(chosen, space)) if f)
+    return dict(chosen=chosen, flags=flags,
+                trials=[dict(number=t.number, value=t.value, no_op=_no_op(t), objective=objective_text(objective_keys),
+                             chosen=t.number == pick.number, **t.params) for t in trials])
 
 def run_jobs(fn:Callable, # a job function (module level: it is sent to worker processes)
              jobs:list, # keyword-argument dicts, one per job
@@ -482,7 +525,9 @@ def run_jobs(fn:Callable, # a job function (module level: it is sent to worker p
             for i, j in enumerate(jobs): out[i] = fn(**j); bar.update(1)
             return out
         def got(i, r): out[i] = r; bar.update(1)
-        dask_map(fn, jobs, got, client, workers, fail=lambda i, e: RunFailedError(f"{desc}: job {i} ({fn.__name__} {_short(jobs[i])}) failed: {type(e).__name__}: {e}"))
+        dask_map(fn, jobs, got, client, workers,
+                 fail=lambda i, e: RunFailedError(f"{desc}: job {i} ({fn.__name__} {_short(jobs[i])}) failed: "
+                                                  f"{type(e).__name__}: {e}"))
         return out
     finally: bar.close()
 
@@ -496,16 +541,20 @@ def _job_key(job:dict, i:int):
 # %% ../nbs/09_experiment.ipynb #1bd8ac0f
 def _rum_step_run(S:Scenario, unlearner:str, rum_step:dict, cache, metrics):
     "For `tune_job`: (hp -> (metrics after step k, its forget accuracy that of stratum k; stratum k's accuracy before the step), the oracle's metrics on stratum k, the original's accuracy there, one example of it)."
-    strata = [[int(v) for v in st] for st in rum_step['strata']]; k = check_int('rum_step step', rum_step['step'], 0, len(strata) - 1)
+    strata = [[int(v) for v in st] for st in rum_step['strata']]
+    k = check_int('rum_step step', rum_step['step'], 0, len(strata) - 1)
     done = [dict(h) for h in rum_step.get('hps', [])]
-    if len(done) != k: raise BadValueError(f"rum_step: step {k} needs the values of the {k} steps before it, got {len(done)}")
+    if len(done) != k:
+        raise BadValueError(f"rum_step: step {k} needs the values of the {k} steps before it, got {len(done)}")
     st_k = S.data.train.subset(np.flatnonzero(np.isin(S.data.train.idx.cpu().numpy(), strata[k])))
     oracle = dict(S.oracle, forget_acc=accuracy(S.oracle_model, st_k))
     names = [unlearner] * (k + 1) + [None] * (len(strata) - k - 1)
     def run(hp):
-        rhp = dict(strata=strata, unlearners=names, hps=done + [hp] + [{}] * (len(strata) - k - 1), retain_mode=rum_step.get('retain_mode', 'progressive'))
+        rhp = dict(strata=strata, unlearners=names, hps=done + [hp] + [{}] * (len(strata) - k - 1),
+                   retain_mode=rum_step.get('retain_mode', 'progressive'))
         r = run_unlearning(S, 'rum', None, None, rhp, cache=cache, metrics=metrics)
-        fa = r[f'step{k + 1}_acc_{k}'] if r.get('nonfinite') != 1 else float('nan')  # non-finite outputs: a failed trial, as for any run
+        # non-finite outputs: a failed trial, as for any run
+        fa = r[f'step{k + 1}_acc_{k}'] if r.get('nonfinite') != 1 else float('nan')
         return dict(r, forget_acc=fa), r[f'step{k}_acc_{k}']
     return run, oracle, accuracy(S.original, st_k), 1 / len(strata[k]) + 1e-9
 
@@ -528,23 +577,28 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
                  hp_file:str|Path, # YAML of the chosen values: read, and rewritten after tuning
                  tune:bool=True, # run (or resume) the searches; False: read `hp_file` only
                  storage:str|Path|None=None, # SQLite file of the studies (needed when tuning)
-                 study:Callable|None=None, # (key, job) -> study name (default: the key and a hash of the job's scenario)
+                 study:Callable|None=None, # (key, job) -> study name (default: key and a hash of the job's scenario)
                  trials_to:str|Path|None=None, # write every trial as a table here (None: don't)
                  workers:int=1, # processes (see `run_jobs`)
                  client=None, # a Dask client (see `run_jobs`)
                  job:Callable=tune_job, # the tuning job
-                 save_to:str|Path|None=None, # after tuning, this run's chosen values go here (e.g. <results>/hparams.yaml)
-                 save:bool=False, # also rewrite `hp_file` (the committed YAML) with them; only when asked (`save_hparams`)
-                 trials_out:list|None=None, # append every trial (a dict per row of the trials table) here, e.g. to write one table after several rounds
+                 save_to:str|Path|None=None, # after tuning, this run's choices go here (e.g. <results>/hparams.yaml)
+                 save:bool=False, # also rewrite `hp_file` (committed YAML) with them; only when asked (`save_hparams`)
+                 trials_out:list|None=None, # append each trial here (a trials-table row), e.g. one table over rounds
                  **common) -> dict: # arguments of every job (n_trials, tol, max_epochs, ...)
     "Tune every method of `todo` (or read the committed values); returns the chosen hyperparameters by key."
     hp_file = Path(hp_file)
     chosen = _read_yaml(hp_file)
     if tune:
-        if storage is None: raise BadValueError("tune_methods: tune=True needs `storage`, the SQLite file of the studies")
-        run_jobs(scenario_job, [dict(spec=j['spec']) for j in todo.values()], workers, client=client, desc='tuning scenarios')  # side by side; a shared one once
-        name = study or (lambda key, j: f"{key}:{config_key('study', {k: v for k, v in j['spec'].items() if k != 'cache'})}")
-        res = run_jobs(job, [dict(j, name=name(key, j), storage=str(storage), **common) for key, j in todo.items()], workers, client=client, desc='tuning')
+        if storage is None:
+            raise BadValueError("tune_methods: tune=True needs `storage`, the SQLite file of the studies")
+        # side by side; a shared one once
+        run_jobs(scenario_job, [dict(spec=j['spec']) for j in todo.values()], workers, client=client,
+                 desc='tuning scenarios')
+        name = study or (lambda key, j:
+                         f"{key}:{config_key('study', {k: v for k, v in j['spec'].items() if k != 'cache'})}")
+        res = run_jobs(job, [dict(j, name=name(key, j), storage=str(storage), **common) for key, j in todo.items()],
+                       workers, client=client, desc='tuning')
         chosen.update({key: r['chosen'] for key, r in zip(todo, res)})
         if save_to is not None: save_yaml(save_to, {k: chosen[k] for k in sorted(todo)})
         if save: save_yaml(hp_file, dict(sorted(chosen.items())))
@@ -559,13 +613,20 @@ def _read_yaml(path:Path) -> dict:
     if not path.exists(): return {}
     try: d = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
-        raise BadValueError(f"the hyperparameter file {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0]}); repair it, or delete it and tune again") from None
+        raise BadValueError(f"the hyperparameter file {path} is damaged ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}); repair it, or delete it and tune again") from None
     if d is None: return {}
-    ok = lambda v: isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, list) and all(map(ok, v)))
-    if not isinstance(d, dict): raise BadValueError(f"the hyperparameter file {path} holds a {type(d).__name__}, not a mapping of method -> values; repair it, or delete it and tune again")
+    ok = lambda v: (isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+                    or (isinstance(v, list) and all(map(ok, v))))
+    if not isinstance(d, dict):
+        raise BadValueError(f"the hyperparameter file {path} holds a {type(d).__name__}, "
+                            "not a mapping of method -> values; repair it, or delete it and tune again")
     for k, hp in d.items():
-        if not isinstance(k, str) or not isinstance(hp, dict) or not all(isinstance(n, str) and ok(v) for n, v in hp.items()):
-            raise BadValueError(f"the hyperparameter file {path} has a bad entry {k!r}: {hp!r}; each method maps hyperparameter names to numbers, strings or lists (finite); repair it, or delete it and tune again")
+        if (not isinstance(k, str) or not isinstance(hp, dict)
+                or not all(isinstance(n, str) and ok(v) for n, v in hp.items())):
+            raise BadValueError(f"the hyperparameter file {path} has a bad entry {k!r}: {hp!r}; each method maps "
+                                "hyperparameter names to numbers, strings or lists (finite); "
+                                "repair it, or delete it and tune again")
     return d
 
 def tuned_values(hp_file:str|Path, # YAML of chosen values
@@ -575,8 +636,8 @@ def tuned_values(hp_file:str|Path, # YAML of chosen values
     hp_file = Path(hp_file)
     if chosen is None: chosen = _read_yaml(hp_file)
     missing = [key for key in keys if key not in chosen]
-    if missing: raise BadValueError(f"no tuned values for {missing[:3]}{' and more' if len(missing) > 3 else ''} in {hp_file}"
-                                    f"{'' if hp_file.exists() else ' (no such file)'}; run with tune=True")
+    if missing: raise BadValueError(f"no tuned values for {missing[:3]}{' and more' if len(missing) > 3 else ''} "
+                                    f"in {hp_file}{'' if hp_file.exists() else ' (no such file)'}; run with tune=True")
     return chosen
 
 # %% ../nbs/09_experiment.ipynb #b8a76e26
@@ -591,7 +652,7 @@ def _rule_forget_acc(forget_loss, test_loss, forget_correct): return float(np.me
 def _signals(rules, forget_loss, test_loss, forget_correct) -> dict:
     return {r: STOP_RULES[r](forget_loss, test_loss, forget_correct) for r in rules}
 
-def oracle_targets(oracles:list, # fit_many results of oracles (train_probs, test_probs) retrained without the forget set
+def oracle_targets(oracles:list, # fit_many results of oracles (train_probs, test_probs) trained without the forget set
                    data:DataBundle, # the dataset (labels)
                    forget_pos, # forget positions in data.train
                    rules=('mia_auc', 'forget_acc'), # names in STOP_RULES
@@ -601,11 +662,13 @@ def oracle_targets(oracles:list, # fit_many results of oracles (train_probs, tes
     vals = {r: [] for r in rules}
     for o in oracles:
         pf, pt = o['train_probs'][f], o['test_probs']
-        lf = -torch.log(pf[torch.arange(len(f)), yf].clamp_min(1e-12)); lt = -torch.log(pt[torch.arange(len(yt)), yt].clamp_min(1e-12))
+        lf = -torch.log(pf[torch.arange(len(f)), yf].clamp_min(1e-12))
+        lt = -torch.log(pt[torch.arange(len(yt)), yt].clamp_min(1e-12))
         for r, v in _signals(rules, lf.numpy(), lt.numpy(), (pf.argmax(1) == yf).numpy()).items(): vals[r].append(v)
     out = {}
     for r, v in vals.items():
-        v = np.asarray(v, dtype=float); sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0  # one oracle: no spread, min_tol only
+        # one oracle: no spread, min_tol only
+        v = np.asarray(v, dtype=float); sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
         out[r] = dict(mean=float(v.mean()), std=sd, tol=max(2 * sd, min_tol), n=len(v))
     return out
 
@@ -618,11 +681,12 @@ def steps_to_unlearn(model:nn.Module, # the original model (not modified)
                      targets:dict, # from `oracle_targets`
                      eval_every:int=10, # updates between evaluations
                      seed:int=0, # seed of the unlearner
-                     k:int=3) -> dict: # evaluations in a row within tolerance before a rule counts as met (1: the first passage)
+                     k:int=3) -> dict: # evaluations in a row within tolerance before a rule is met (1: first passage)
     "Steps until each rule's signal stays within tolerance of the oracles for `k` evaluations (None: censored), with the trajectory."
     eval_every, k = check_int('eval_every', eval_every, 1), check_int('k', k, 1)
     for r in targets: STOP_RULES[r]
-    met, traj, streak = {r: None for r in targets}, [], {r: [] for r in targets}  # streak: steps of the current run of evaluations within tolerance
+    # streak: steps of the current run of evaluations within tolerance
+    met, traj, streak = {r: None for r in targets}, [], {r: [] for r in targets}
     def check(step, m):
         p = predict(m, forget); q = predict(m, test)
         sig = _signals(targets, p['loss'].numpy(), q['loss'].numpy(), p['correct'].numpy())
@@ -634,12 +698,13 @@ def steps_to_unlearn(model:nn.Module, # the original model (not modified)
     def monitor(s):
         if s.step % eval_every == 0 and check(s.step, s.model): raise StopTraining
     h = make_hp(unlearner, **hp)
-    if not hasattr(h, 'recipe'): raise BadValueError(f"{unlearner!r} makes no gradient steps to count; use a gradient method")
+    if not hasattr(h, 'recipe'):
+        raise BadValueError(f"{unlearner!r} makes no gradient steps to count; use a gradient method")
     planned = h.epochs * math.ceil(len(retain) / h.batch_size)  # the budget, for methods iterating the retain set
     m, cost = unlearn(unlearner, model, retain, forget, seed=seed, on_step=monitor, **hp)
     if not cost.stopped_early and not all(v is not None for v in met.values()): check(cost.steps, m)  # the final model
-    return dict(steps=met, planned=planned, ended=traj[-1]['step'], k=k, trajectory=traj, examples=cost.examples, seconds=cost.seconds,
-                diverged=cost.diverged, collapsed=cost.collapsed)
+    return dict(steps=met, planned=planned, ended=traj[-1]['step'], k=k, trajectory=traj, examples=cost.examples,
+                seconds=cost.seconds, diverged=cost.diverged, collapsed=cost.collapsed)
 
 def original_spec(data_cfg:dict, # load_dataset arguments
                   model_cfg:dict, # model config
@@ -648,8 +713,8 @@ def original_spec(data_cfg:dict, # load_dataset arguments
                   cache:Cache, # the shared artifact cache
                   record=None) -> dict: # recorders of the training
     "A plain description of an original model, enough for any process to load it from the cache."
-    return dict(data=copy.deepcopy(data_cfg), model=copy.deepcopy(model_cfg), recipe=copy.deepcopy(recipe), seed=check_seed(seed),
-                cache=str(cache.root), record=copy.deepcopy(record))
+    return dict(data=copy.deepcopy(data_cfg), model=copy.deepcopy(model_cfg), recipe=copy.deepcopy(recipe),
+                seed=check_seed(seed), cache=str(cache.root), record=copy.deepcopy(record))
 
 _ORIGINALS = {}
 def load_original(spec:dict):
@@ -657,7 +722,8 @@ def load_original(spec:dict):
     k = canonical_json(spec)
     if k not in _ORIGINALS:
         d = _dataset(spec['data'])
-        m, run = fit(d, spec['model'], spec['recipe'], spec['seed'], cache=Cache(spec['cache']), kind='original', record=spec['record'])
+        m, run = fit(d, spec['model'], spec['recipe'], spec['seed'], cache=Cache(spec['cache']), kind='original',
+                     record=spec['record'])
         _ORIGINALS[k] = (d, m, run)
     return _ORIGINALS[k]
 
@@ -672,9 +738,11 @@ def steps_job(spec:dict, # an `original_spec`
     "Job: `steps_to_unlearn` on the original of `spec`, cached under everything that made it."
     data, model, _ = load_original(spec)
     f, r = check_split(forget, len(data.train))
-    key = dict(original={k_: v for k_, v in spec.items() if k_ != 'cache'}, forget=content_hash(f), unlearner=unlearner, hp=hp, targets=targets,
-               eval_every=eval_every, seed=seed, k=k, fields=3)  # fields 3: the result records where the run ended
-    compute = lambda: steps_to_unlearn(model, data.train.subset(r), data.train.subset(f), data.test, unlearner, hp, targets, eval_every, seed, k)
+    # fields 3: the result records where the run ended
+    key = dict(original={k_: v for k_, v in spec.items() if k_ != 'cache'}, forget=content_hash(f), unlearner=unlearner,
+               hp=hp, targets=targets, eval_every=eval_every, seed=seed, k=k, fields=3)
+    compute = lambda: steps_to_unlearn(model, data.train.subset(r), data.train.subset(f), data.test, unlearner, hp,
+                                       targets, eval_every, seed, k)
     return Cache(spec['cache']).get('steps', key, compute)
 
 # %% ../nbs/09_experiment.ipynb #61b26cd5
@@ -693,35 +761,46 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
     "One chain of sequential unlearning: per step its metrics, its oracle's and its cost; and the holdout scores of every model of the chain."
     if mode not in ('vanilla', 'rum'): raise BadValueError(f"mode={mode!r} is not allowed; choose 'vanilla' or 'rum'")
     if isinstance(hp, list) and (mode == 'vanilla' or len(hp) != 3):
-        raise BadValueError(f"hp as a list ({len(hp)} dicts) is one dict per stratum of 'rum' (3); vanilla takes one dict")
+        raise BadValueError(f"hp as a list ({len(hp)} dicts) is one dict per stratum of 'rum' (3); "
+                            "vanilla takes one dict")
     data, cache = load_dataset(**data_cfg), Cache(cache_root)
     model, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, cache=cache, kind='original', record=record)
-    key = dict(data=data.config, model=pair_cfg['model'], recipe=pair_cfg['train'], record=record, seed=seed, mode=mode, unlearner=unlearner,
-               hp=hp, n_per=n_per, retain_mode=retain_mode, mia_seed=mia_seed, **({'rum_log': RUM_LOG} if mode == 'rum' else {}))
+    key = dict(data=data.config, model=pair_cfg['model'], recipe=pair_cfg['train'], record=record, seed=seed, mode=mode,
+               unlearner=unlearner, hp=hp, n_per=n_per, retain_mode=retain_mode, mia_seed=mia_seed,
+               **({'rum_log': RUM_LOG} if mode == 'rum' else {}))
     pool, out, holdout = np.arange(len(data.train)), [], []
     for k in range(1, steps + 1):
         def step():
             ho, info = holdout_retraining(model, data, seed=seed)
-            strata = [pool[x] for x in refine(memorization_like('holdout_retraining', ho)[pool], 3, size=n_per, centre='median', seed=seed + 1000 * k)]
+            strata = [pool[x] for x in refine(memorization_like('holdout_retraining', ho)[pool], 3, size=n_per,
+                                              centre='median', seed=seed + 1000 * k)]
             f = np.sort(np.concatenate(strata)); rest = np.setdiff1d(pool, f)
             forget, retain = data.train.subset(f), data.train.subset(rest)
             if mode == 'vanilla': m, c = unlearn(unlearner, model, retain, forget, seed=seed, **hp)
-            else: m, c = unlearn('rum', model, retain, forget, seed=seed, strata=[x.tolist() for x in strata], unlearners=[unlearner],
-                                 hps=hp if isinstance(hp, list) else [hp],
+            else: m, c = unlearn('rum', model, retain, forget, seed=seed, strata=[x.tolist() for x in strata],
+                                 unlearners=[unlearner], hps=hp if isinstance(hp, list) else [hp],
                                  retain_mode=retain_mode)
-            oracle, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, positions=rest, cache=cache, kind='oracle')
+            oracle, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, positions=rest, cache=cache,
+                            kind='oracle')
             splits = {'forget': forget, 'retain': retain, 'test': data.test}
-            return dict(state_dict={n: v.detach().cpu() for n, v in m.state_dict().items()}, holdout=torch.as_tensor(ho), forget=torch.as_tensor(f),
-                        metrics=scenario_metrics(m, splits, mia_seed), oracle=scenario_metrics(oracle, splits, mia_seed),
-                        cost={n: float(v) for n, v in c.as_dict().items() if isinstance(v, (int, float, bool))}, holdout_seconds=float(info['seconds']))
+            return dict(state_dict={n: v.detach().cpu() for n, v in m.state_dict().items()},
+                        holdout=torch.as_tensor(ho), forget=torch.as_tensor(f),
+                        metrics=scenario_metrics(m, splits, mia_seed),
+                        oracle=scenario_metrics(oracle, splits, mia_seed),
+                        cost={n: float(v) for n, v in c.as_dict().items() if isinstance(v, (int, float, bool))},
+                        holdout_seconds=float(info['seconds']))
         art = cache.get('rum_sequential', dict(key, step=k), step)
-        model = model_for(data, pair_cfg['model']); model.load_state_dict(art['state_dict']); model = model.to(get_device()).eval()
+        model = model_for(data, pair_cfg['model']); model.load_state_dict(art['state_dict'])
+        model = model.to(get_device()).eval()
         pool = np.setdiff1d(pool, art['forget'].numpy())
-        out.append(dict(step=k, n_forget=len(art['forget']), pool=len(pool), **art['metrics'], **{f'oracle_{n}': v for n, v in art['oracle'].items()},
-                        examples=art['cost']['examples'], seconds=art['cost']['seconds'], holdout_seconds=art['holdout_seconds'],
+        out.append(dict(step=k, n_forget=len(art['forget']), pool=len(pool), **art['metrics'],
+                        **{f'oracle_{n}': v for n, v in art['oracle'].items()},
+                        examples=art['cost']['examples'], seconds=art['cost']['seconds'],
+                        holdout_seconds=art['holdout_seconds'],
                         **{n: art['cost'].get(n, 0.0) for n in ('diverged', 'collapsed')}))
         holdout.append(art['holdout'].numpy())
-    last = cache.get('rum_sequential_holdout', dict(key, step=steps), lambda: dict(holdout=torch.as_tensor(holdout_retraining(model, data, seed=seed)[0])))
+    last = cache.get('rum_sequential_holdout', dict(key, step=steps),
+                     lambda: dict(holdout=torch.as_tensor(holdout_retraining(model, data, seed=seed)[0])))
     return dict(rows=out, holdout=holdout + [last['holdout'].numpy()])
 
 
@@ -737,7 +816,8 @@ def summarise(df:pd.DataFrame, # one row per run (and seed)
         for c in cols:
             m, h = mean_ci(g[c].to_numpy(dtype=float), conf); row[c] = m; row[f'{c}_ci'] = h
         out.append(row)
-    return pd.DataFrame(out, columns=[*by, *[x for c in cols for x in (c, f'{c}_ci')]])  # the columns even when `df` is empty
+    # the columns even when `df` is empty
+    return pd.DataFrame(out, columns=[*by, *[x for c in cols for x in (c, f'{c}_ci')]])
 
 def fmt_ci(df:pd.DataFrame, # a `summarise` result
            cols:list, # columns to format
@@ -747,7 +827,8 @@ def fmt_ci(df:pd.DataFrame, # a `summarise` result
     "'mean ± ci' strings (scaled) for `cols`; the `_ci` columns are dropped."
     d = df.copy()
     for c in cols:
-        d[c] = [f"{m * scale:.{digits}f}" + ("" if np.isnan(h) else f" ± {h * scale:.{digits}f}") for m, h in zip(df[c], df[f'{c}_ci'])]
+        d[c] = [f"{m * scale:.{digits}f}" + ("" if np.isnan(h) else f" ± {h * scale:.{digits}f}")
+                for m, h in zip(df[c], df[f'{c}_ci'])]
     d = d[[c for c in d.columns if not c.endswith('_ci')]]
     return d if columns is None else d[list(columns)].rename(columns=columns)
 
@@ -761,7 +842,8 @@ def ci_lines(ax, # a matplotlib axis
     "One line with 95 % CI error bars per `hue` value."
     for h in (order if order is not None else sm[hue].unique()):
         q = sm[sm[hue] == h].sort_values(x)
-        ax.errorbar(q[x] * x_scale, q[y], yerr=np.nan_to_num(q[f'{y}_ci'].to_numpy(dtype=float)), marker='o', label=h, capsize=2)
+        ax.errorbar(q[x] * x_scale, q[y], yerr=np.nan_to_num(q[f'{y}_ci'].to_numpy(dtype=float)), marker='o', label=h,
+                    capsize=2)
     ax.grid(alpha=.3)
 
 def ci_bars(ax, # a matplotlib axis
@@ -775,7 +857,8 @@ def ci_bars(ax, # a matplotlib axis
     xs, w = np.arange(len(order)), 0.8 / len(hue_order)
     for j, h in enumerate(hue_order):
         q = sm[sm[hue] == h].set_index(x).reindex(order)
-        ax.bar(xs + (j - (len(hue_order) - 1) / 2) * w, q[y], w, yerr=np.nan_to_num(q[f'{y}_ci'].to_numpy(dtype=float)), label=h, capsize=2)
+        ax.bar(xs + (j - (len(hue_order) - 1) / 2) * w, q[y], w, yerr=np.nan_to_num(q[f'{y}_ci'].to_numpy(dtype=float)),
+               label=h, capsize=2)
     ax.set_xticks(xs, order, fontsize=8); ax.grid(axis='y', alpha=.3)
 
 def ci_grid(sm:pd.DataFrame, # a `summarise` result
@@ -799,7 +882,8 @@ def ci_grid(sm:pd.DataFrame, # a `summarise` result
             if hue_order is None: ci_lines(ax, q, x, c, hue, order, x_scale)
             else: ci_bars(ax, q, x, c, hue, order, hue_order)
             y = ref(r, c) if ref else None
-            if y is not None: ax.axhline(y, ls='--' if hue_order is None else '-', c='k', lw=1, label='oracle' if hue_order is None else None)
+            if y is not None: ax.axhline(y, ls='--' if hue_order is None else '-', c='k', lw=1,
+                                         label='oracle' if hue_order is None else None)
             ax.set_title(f'{r}: {lab}', fontsize=9)
     axes[0, 0].legend(fontsize=7); fig.suptitle(title); fig.tight_layout()
     return fig
@@ -810,10 +894,10 @@ class Claim:
     claim: str # the claim, in a sentence
     paper: str # what the paper reports
     measured: str # what this run measured (numbers)
-    holds: bool|None # a point-estimate claim: True / False, or None when this run cannot tell (follows `verdict` when given)
+    holds: bool|None # a point-estimate claim: True / False, None when this run cannot tell (follows `verdict` if given)
     note: str = '' # why it cannot tell, or a caveat; a threshold or rule that is ours says so here
     verdict: 'Verdict|None' = None # the paired test that decides it (`paired_verdict`, `spearman_verdict`)
-    na: bool = False # this run cannot tell at all (e.g. the original does not fit its training set): n/a, whatever the test says
+    na: bool = False # cannot tell at all (e.g. the original does not fit its training set): n/a, whatever the test says
     def __post_init__(self):
         if self.verdict is not None: self.holds = {'holds': True, 'fails': False}.get(self.verdict.verdict)
 
@@ -823,7 +907,9 @@ def if_fitted(claim:Claim, # a measured claim
               fit:float=0.99) -> Claim: # training accuracy that counts as fitting (memorizing) the training set
     "The claim, made n/a with the reason when a model it rests on does not fit its training set (nothing memorized to unlearn)."
     low = [f'{k}: {train_acc[k]:.1%}' for k in models if train_acc[k] < fit]
-    if low: claim.holds, claim.na, claim.note = None, True, f"the original does not fit its training set ({', '.join(low)} train accuracy, below {fit:.0%}): nothing memorized to unlearn"
+    if low: claim.holds, claim.na, claim.note = None, True, (f"the original does not fit its training set "
+                                                             f"({', '.join(low)} train accuracy, below {fit:.0%}): "
+                                                             "nothing memorized to unlearn")
     return claim
 
 CLAIM_COLUMNS = ['claim', 'paper reports', 'measured', 'verdict', 'effect [95 % CI]', 'n', 'MDE (80 %)', 'test', 'note']
@@ -834,15 +920,18 @@ def _claim_row(c:Claim) -> dict:
     elif v is not None: verdict = v.verdict
     else: verdict = 'holds' if c.holds else 'fails'
     ev = dict.fromkeys(CLAIM_COLUMNS[4:8], '') if v is None else {
-        'effect [95 % CI]': f"{g(v.effect)} [{g(v.low)}, {g(v.high)}]", 'n': v.n, 'MDE (80 %)': f"{v.mde:.3g}" if np.isfinite(v.mde) else 'none', 'test': v.test}
+        'effect [95 % CI]': f"{g(v.effect)} [{g(v.low)}, {g(v.high)}]", 'n': v.n,
+        'MDE (80 %)': f"{v.mde:.3g}" if np.isfinite(v.mde) else 'none', 'test': v.test}
     if v is None and verdict != 'n/a': ev['test'] = 'point estimate (no paired test yet)'
-    return {'claim': c.claim, 'paper reports': c.paper, 'measured': c.measured, 'verdict': verdict, **ev, 'note': c.note}
+    return {'claim': c.claim, 'paper reports': c.paper, 'measured': c.measured, 'verdict': verdict, **ev,
+            'note': c.note}
 
 def claims_table(claims:list) -> pd.DataFrame: # Claim objects
     "The claims as a table: claim, paper reports, measured, verdict (holds / fails / inconclusive / n/a), effect and interval, n, MDE, test, note."
     for c in claims:
         if not isinstance(c, Claim): raise BadValueError(f"claims must be Claim objects, got {type(c).__name__}")
-    return pd.DataFrame([_claim_row(c) for c in claims], columns=CLAIM_COLUMNS)  # the columns even when no claim applies to a run
+    # the columns even when no claim applies to a run
+    return pd.DataFrame([_claim_row(c) for c in claims], columns=CLAIM_COLUMNS)
 
 def plural(n:int, # how many
            word:str) -> str: # the noun, singular
@@ -854,7 +943,8 @@ def save_claims(claims:list, # Claim objects
                 title:str, # the paper, e.g. 'DEL (TMLR 2025)'
                 run:str='') -> pd.DataFrame: # what ran, added to every measured text, e.g. 'cpu, 3 seeds'
     "Write `claims.csv` / `claims.md` of one paper into `folder` (with a title line read by `collect_claims`)."
-    if run: claims = [dataclasses.replace(c, measured=f"{c.measured} ({run})") if isinstance(c, Claim) else c for c in claims]
+    if run: claims = [dataclasses.replace(c, measured=f"{c.measured} ({run})") if isinstance(c, Claim) else c
+                      for c in claims]
     t = claims_table(claims); folder = Path(folder)
     save_table(t, folder/'claims')
     save_text(folder/'claims_title.txt', title + '\n')
@@ -865,14 +955,20 @@ def collect_claims(preset_dir:str|Path) -> Path|None: # figures/<preset>
     preset_dir = Path(preset_dir); parts = []
     for f in sorted(preset_dir.glob('*/claims.csv')):
         t = pd.read_csv(f, keep_default_na=False)
-        title = (f.parent/'claims_title.txt').read_text().strip() if (f.parent/'claims_title.txt').exists() else f.parent.name
-        v = t['verdict'] if 'verdict' in t else t['holds'].map({'yes': 'holds', 'no': 'fails', 'n/a': 'n/a'})  # tables written before verdicts
+        title = ((f.parent/'claims_title.txt').read_text().strip() if (f.parent/'claims_title.txt').exists()
+                 else f.parent.name)
+        # tables written before verdicts
+        v = t['verdict'] if 'verdict' in t else t['holds'].map({'yes': 'holds', 'no': 'fails', 'n/a': 'n/a'})
         n = {k: int((v == k).sum()) for k in ('holds', 'fails', 'inconclusive', 'n/a')}
-        point = int((t['test'] == 'point estimate (no paired test yet)').sum()) if 'test' in t else int((v != 'n/a').sum())
-        parts.append(f"## {title}\n\n{n['holds']} hold, {n['fails']} fail, {n['inconclusive']} inconclusive, {n['n/a']} cannot be told here"
-                     f"{f'; {point} of the verdicts rest on point estimates, not paired tests' if point else ''} (`{f.parent.name}/claims.csv`).\n\n" + t.to_markdown(index=False))
+        point = (int((t['test'] == 'point estimate (no paired test yet)').sum()) if 'test' in t
+                 else int((v != 'n/a').sum()))
+        parts.append(f"## {title}\n\n{n['holds']} hold, {n['fails']} fail, {n['inconclusive']} inconclusive, "
+                     f"{n['n/a']} cannot be told here"
+                     f"{f'; {point} of the verdicts rest on point estimates, not paired tests' if point else ''} "
+                     f"(`{f.parent.name}/claims.csv`).\n\n" + t.to_markdown(index=False))
     if not parts: return None
-    head = f"# Claims checked at `{preset_dir.name}`\n\nGenerated by `unlearnrepro reproduce` from each paper's claims table; what the runs measured, not what the papers report.\n\n"
+    head = (f"# Claims checked at `{preset_dir.name}`\n\nGenerated by `unlearnrepro reproduce` from each paper's "
+            "claims table; what the runs measured, not what the papers report.\n\n")
     return save_text(preset_dir/'claims.md', head + '\n\n'.join(parts) + '\n')
 
 # %% ../nbs/09_experiment.ipynb #5a4ec14a
@@ -891,10 +987,12 @@ def _decide(low, high, side, thr):
     if not (np.isfinite(low) and np.isfinite(high)): return 'inconclusive'
     if side == 'greater': return 'holds' if low > thr else ('fails' if high < thr else 'inconclusive')
     if side == 'less': return 'holds' if high < thr else ('fails' if low > thr else 'inconclusive')
-    return 'holds' if -thr <= low and high <= thr else ('fails' if low > thr or high < -thr else 'inconclusive')  # within [-thr, thr]
+    # within [-thr, thr]
+    return 'holds' if -thr <= low and high <= thr else ('fails' if low > thr or high < -thr else 'inconclusive')
 
 def _side(side, thr):
-    if side not in ('greater', 'less', 'within'): raise BadValueError(f"side={side!r} is not allowed; choose 'greater', 'less' or 'within'")
+    if side not in ('greater', 'less', 'within'):
+        raise BadValueError(f"side={side!r} is not allowed; choose 'greater', 'less' or 'within'")
     thr = check_number('threshold', thr, 0 if side == 'within' else None)
     return side, thr
 
@@ -913,11 +1011,12 @@ def _bootstrap(d, conf, n_boot, seed):
     "scipy's BCa bootstrap interval of the mean of `d`, seeded (its seed argument is `rng` from scipy 1.15 on, `random_state` before)."
     import inspect
     key = 'rng' if 'rng' in inspect.signature(stats.bootstrap).parameters else 'random_state'
-    return stats.bootstrap((d,), np.mean, confidence_level=conf, n_resamples=n_boot, method='BCa', **{key: np.random.default_rng(seed)}).confidence_interval
+    return stats.bootstrap((d,), np.mean, confidence_level=conf, n_resamples=n_boot, method='BCa',
+                           **{key: np.random.default_rng(seed)}).confidence_interval
 
 def paired_verdict(a, # one value per seed of the claimed-better thing (e.g. RUM^F's ToW)
                    b, # the same seeds' values of what it is compared with (e.g. vanilla's ToW)
-                   side:str='greater', # the claim: a - b 'greater' than / 'less' than the threshold, or 'within' ±threshold
+                   side:str='greater', # the claim: a - b 'greater' / 'less' than the threshold, or 'within' ±threshold
                    threshold:float=0.0, # 0 for a plain comparison; δ of an equivalence claim
                    conf:float=0.95, # interval level
                    n_boot:int=10_000, # bootstrap resamples (from 8 seeds on)
@@ -925,17 +1024,20 @@ def paired_verdict(a, # one value per seed of the claimed-better thing (e.g. RUM
     "The claim 'a - b is on `side` of `threshold`', decided from per-seed paired differences."
     side, threshold = _side(side, threshold)
     if isinstance(a, pd.Series) and isinstance(b, pd.Series):  # paired by index (the seed)
-        if set(a.index) != set(b.index): raise BadValueError(f"a and b must hold the same seeds: {sorted(a.index)} and {sorted(b.index)}")
+        if set(a.index) != set(b.index):
+            raise BadValueError(f"a and b must hold the same seeds: {sorted(a.index)} and {sorted(b.index)}")
         b = b.reindex(a.index)
     a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
     if len(a) != len(b): raise BadValueError(f"a and b must be paired per seed: {len(a)} and {len(b)} values")
     d = a - b
-    if len(d) == 0 or not np.isfinite(d).all(): raise BadValueError(f"paired differences must be finite and at least one; got {d.tolist()}")
+    if len(d) == 0 or not np.isfinite(d).all():
+        raise BadValueError(f"paired differences must be finite and at least one; got {d.tolist()}")
     n, m = len(d), float(d.mean())
     if n == 1: return Verdict(m, float('nan'), float('nan'), 1, float('nan'), 'inconclusive', 'one seed: no interval')
     sd = float(d.std(ddof=1))
     if n < 8:
-        h = stats.t.ppf((1 + conf) / 2, n - 1) * sd / math.sqrt(n); low, high, test = m - h, m + h, f"paired t, {n} seeds"
+        h = stats.t.ppf((1 + conf) / 2, n - 1) * sd / math.sqrt(n)
+        low, high, test = m - h, m + h, f"paired t, {n} seeds"
     elif sd == 0: low, high, test = m, m, f"paired, {n} seeds, all differences equal"
     else:
         ci = _bootstrap(d, conf, n_boot, seed)
@@ -946,11 +1048,13 @@ def verdict_of_all(vs:dict, # name -> Verdict, e.g. one per compared method
                    what:str) -> Verdict: # what the names are, for the test text ('other method')
     "A claim made of several comparisons: holds when all hold, fails when any fails, else inconclusive; the weakest comparison's evidence."
     if not vs: raise BadValueError("verdict_of_all needs at least one verdict")
-    order = {'fails': 0, 'inconclusive': 1, 'holds': 2}  # the weakest: a failure, then an inconclusive one, then the lowest interval end
+    # the weakest: a failure, then an inconclusive one, then the lowest interval end
+    order = {'fails': 0, 'inconclusive': 1, 'holds': 2}
     weak = min(vs, key=lambda k: (order[vs[k].verdict], vs[k].low if np.isfinite(vs[k].low) else np.inf)); w = vs[weak]
     outs = {v.verdict for v in vs.values()}
     agg = 'fails' if 'fails' in outs else ('holds' if outs == {'holds'} else 'inconclusive')
-    return Verdict(w.effect, w.low, w.high, w.n, w.mde, agg, f"{w.test}; {len(vs)} comparisons (per {what}), the weakest shown: {weak}")
+    return Verdict(w.effect, w.low, w.high, w.n, w.mde, agg,
+                   f"{w.test}; {len(vs)} comparisons (per {what}), the weakest shown: {weak}")
 
 def spearman_verdict(x, # e.g. the set's rank (S1 = 0 ... S5 = 4), repeated per seed
                      y, # e.g. steps to unlearn
@@ -964,12 +1068,14 @@ def spearman_verdict(x, # e.g. the set's rank (S1 = 0 ... S5 = 4), repeated per 
     n = len(x)
     if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         rho = float(stats.spearmanr(x, y).statistic) if n >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else float('nan')
-        return Verdict(rho, float('nan'), float('nan'), n, float('nan'), 'inconclusive', f"Spearman, {n} points: too few or constant, no interval")
+        return Verdict(rho, float('nan'), float('nan'), n, float('nan'), 'inconclusive',
+                       f"Spearman, {n} points: too few or constant, no interval")
     r = stats.pearsonr(stats.rankdata(x), stats.rankdata(y))
     ci = r.confidence_interval(conf)
     zc = stats.norm.ppf((1 + conf) / 2) + stats.norm.ppf(0.8)  # rho detectable with 80 % power by the same interval
     mde = float(np.tanh(zc / math.sqrt(n - 3)))
-    return Verdict(float(r.statistic), float(ci.low), float(ci.high), n, mde, _decide(ci.low, ci.high, side, threshold), f"Spearman, Fisher-z interval, {n} points")
+    return Verdict(float(r.statistic), float(ci.low), float(ci.high), n, mde, _decide(ci.low, ci.high, side, threshold),
+                   f"Spearman, Fisher-z interval, {n} points")
 
 # %% ../nbs/09_experiment.ipynb #003f45d1
 def _logrank_trend(x, t, e, strata):
@@ -986,7 +1092,7 @@ def _logrank_trend(x, t, e, strata):
 def censored_trend_verdict(x, # covariate per run, e.g. the forget set's rank (S1 = 0 ... S5 = 4)
                            time, # steps until the rule was met; for a censored run, the budget it ran
                            event, # True: met at `time`; False: censored (not met within the budget)
-                           strata=None, # a group per run (e.g. the seed of its original): one baseline per group (None: one)
+                           strata=None, # a group per run (e.g. its original's seed): a baseline per group (None: one)
                            side:str='greater', # the claim: steps 'greater' (slower) or 'less' (faster) as x grows
                            conf:float=0.95, # interval level
                            max_censored:float=0.5) -> Verdict: # more censored runs than this share: inconclusive
@@ -995,16 +1101,21 @@ def censored_trend_verdict(x, # covariate per run, e.g. the forget set's rank (S
     side, _ = _side(side, 0.0)
     if side == 'within': raise BadValueError("side='within' is not allowed here; choose 'greater' or 'less'")
     x, t = np.asarray(x, dtype=float).reshape(-1), np.asarray(time, dtype=float).reshape(-1)
-    e = np.asarray(event).reshape(-1).astype(bool); g = np.zeros(len(x), int) if strata is None else np.asarray(strata).reshape(-1)
-    if not (len(x) == len(t) == len(e) == len(g)): raise BadValueError(f"x, time, event and strata need one value per run: {len(x)}, {len(t)}, {len(e)}, {len(g)}")
+    e = np.asarray(event).reshape(-1).astype(bool)
+    g = np.zeros(len(x), int) if strata is None else np.asarray(strata).reshape(-1)
+    if not (len(x) == len(t) == len(e) == len(g)):
+        raise BadValueError(f"x, time, event and strata need one value per run: {len(x)}, {len(t)}, {len(e)}, {len(g)}")
     if len(x) == 0 or not (np.isfinite(x).all() and np.isfinite(t).all()) or (t < 0).any():
-        raise BadValueError(f"x and time must be finite, time >= 0 (a censored run's time is its budget); got x={x.tolist()}, time={t.tolist()}")
+        raise BadValueError(f"x and time must be finite, time >= 0 (a censored run's time is its budget); "
+                            f"got x={x.tolist()}, time={t.tolist()}")
     n, D, cen = len(x), int(e.sum()), float(1 - e.mean())
     what = f"{n} runs, {n - D} censored"
-    sx = float(np.sqrt(np.concatenate([x[g == s] - x[g == s].mean() for s in np.unique(g)]).var())) if D else 0.0  # spread of x within strata
+    # spread of x within strata
+    sx = float(np.sqrt(np.concatenate([x[g == s] - x[g == s].mean() for s in np.unique(g)]).var())) if D else 0.0
     zc = stats.norm.ppf((1 + conf) / 2)
     mde = (zc + stats.norm.ppf(0.8)) / (sx * math.sqrt(D)) if D and sx > 0 else float('nan')
-    if D < 2 or np.ptp(x) == 0: return Verdict(float('nan'), float('nan'), float('nan'), n, mde, 'inconclusive', f"Cox, {what}: too few uncensored runs or x constant")
+    if D < 2 or np.ptp(x) == 0: return Verdict(float('nan'), float('nan'), float('nan'), n, mde, 'inconclusive',
+                                               f"Cox, {what}: too few uncensored runs or x constant")
     sgn = 1 if side == 'greater' else -1  # effect = -beta: positive when steps grow with x
     df = pd.DataFrame(dict(x=x, t=t + 1.0, e=e, g=g))  # Cox uses only the order of the times: +1 keeps them positive
     with warnings.catch_warnings(record=True) as w:
@@ -1013,11 +1124,13 @@ def censored_trend_verdict(x, # covariate per run, e.g. the forget set's rank (S
             cph = CoxPHFitter().fit(df, 't', 'e', strata=['g'] if strata is not None else None)
             b, se = float(cph.params_['x']), float(cph.standard_errors_['x'])
         except Exception: b = se = float('nan')
-    bad = (not (np.isfinite(b) and np.isfinite(se))) or any('separation' in str(m.message) or 'converge' in str(m.message) for m in w)
+    bad = ((not (np.isfinite(b) and np.isfinite(se)))
+           or any('separation' in str(m.message) or 'converge' in str(m.message) for m in w))
     if bad:  # complete separation: the score test needs no estimate
         z = -_logrank_trend(x, t, e, g); p = 2 * stats.norm.sf(abs(z)) if z == z else float('nan')
         verdict = 'inconclusive' if z != z or abs(z) < zc else ('holds' if sgn * z > 0 else 'fails')
-        low = high = eff = float('nan'); test = f"log-rank trend test z={z:+.2f}, p={p:.2g} (Cox estimate not finite: complete separation), {what}"
+        low = high = eff = float('nan')
+        test = f"log-rank trend test z={z:+.2f}, p={p:.2g} (Cox estimate not finite: complete separation), {what}"
     else:
         eff, h = -b, zc * se; low, high = eff - h, eff + h
         verdict = _decide(low, high, side, 0.0)
@@ -1032,7 +1145,8 @@ GAP_METRICS = ('forget_acc', 'retain_acc', 'test_acc', 'mia_correctness', 'mia_c
 
 def oracle_run(S:Scenario) -> dict:
     "The oracle as a run (Retrain): its metrics and training cost, in the fields of a `run_unlearning` record."
-    return dict(**S.oracle, **{k: float(v) for k, v in S.oracle_cost.items()}, forward_examples=0.0, stopped_early=0.0, diverged=0.0, budget=1.0)
+    return dict(**S.oracle, **{k: float(v) for k, v in S.oracle_cost.items()}, forward_examples=0.0, stopped_early=0.0,
+                diverged=0.0, budget=1.0)
 
 def runs_table(labels:list, # one dict of labels per run (forget_kind, seed, method, ...)
                results:list, # the runs' records (metrics and cost), in the same order
@@ -1040,10 +1154,12 @@ def runs_table(labels:list, # one dict of labels per run (forget_kind, seed, met
                n_classes:int, # number of classes (for the near-chance flag)
                objective=OBJECTIVE) -> pd.DataFrame: # metrics averaged into `avg_gap` (the tuning objective)
     "One row per run: labels, `oracle_*`, its record, gaps `d_*` to the oracle, `avg_gap` and a `flag`."
-    runs = pd.DataFrame([dict(**lab, **{f'oracle_{k}': v for k, v in oracle_of(lab).items()}, **r) for lab, r in zip(labels, results)])
+    runs = pd.DataFrame([dict(**lab, **{f'oracle_{k}': v for k, v in oracle_of(lab).items()}, **r)
+                         for lab, r in zip(labels, results)])
     for k in GAP_METRICS: runs[f'd_{k}'] = runs[k] - runs[f'oracle_{k}']
     runs['avg_gap'] = runs[[f'd_{k}' for k in objective]].abs().mean(axis=1)
-    runs['flag'] = [run_flags(r, n_classes).split(', ')[0] for r in runs.to_dict('records')]  # the first (worst) of a run's flags
+    # the first (worst) of a run's flags
+    runs['flag'] = [run_flags(r, n_classes).split(', ')[0] for r in runs.to_dict('records')]
     return runs
 
 def run_flags(rec:dict, # one run's record (metrics and cost)
@@ -1057,19 +1173,23 @@ def run_flags(rec:dict, # one run's record (metrics and cost)
 
 def reference_table(scenarios:dict) -> pd.DataFrame: # {(forget_kind, seed): Scenario}
     "Per scenario: the original's train / test accuracy, and its and the oracle's forget accuracy (the gap to unlearn)."
-    return pd.DataFrame([dict(forget_kind=k, seed=s, original_train_acc=S.reference['train_acc'], original_test_acc=S.reference['test_acc'],
+    return pd.DataFrame([dict(forget_kind=k, seed=s, original_train_acc=S.reference['train_acc'],
+                              original_test_acc=S.reference['test_acc'],
                               original_forget_acc=S.reference['forget_acc'], oracle_forget_acc=S.oracle['forget_acc'],
-                              forget_acc_gap=S.reference['forget_acc'] - S.oracle['forget_acc'], oracle_retain_acc=S.oracle['retain_acc'],
+                              forget_acc_gap=S.reference['forget_acc'] - S.oracle['forget_acc'],
+                              oracle_retain_acc=S.oracle['retain_acc'],
                               oracle_test_acc=S.oracle['test_acc']) for (k, s), S in scenarios.items()])
 
 def cost_vs_oracle(runs:pd.DataFrame, # runs with forget_kind, seed, steps, examples, seconds
                    scenarios:dict, # {(forget_kind, seed): Scenario}
                    by:list) -> pd.DataFrame: # grouping columns
     "Mean steps, examples and seconds per group, and each as a fraction of training the oracle (retraining) on the same scenario."
-    rt = pd.DataFrame([dict(forget_kind=k, seed=s, **S.oracle_cost) for (k, s), S in scenarios.items()]).set_index(['forget_kind', 'seed'])
+    rt = pd.DataFrame([dict(forget_kind=k, seed=s, **S.oracle_cost)
+                       for (k, s), S in scenarios.items()]).set_index(['forget_kind', 'seed'])
     cost = runs.join(rt.add_suffix('_rt'), on=['forget_kind', 'seed'])
     for c in ['steps', 'examples', 'seconds']: cost[f'{c}_frac'] = cost[c] / cost[f'{c}_rt']
-    return cost.groupby(by, sort=False)[['steps', 'examples', 'seconds', 'steps_frac', 'examples_frac', 'seconds_frac']].mean().reset_index()
+    return cost.groupby(by, sort=False)[['steps', 'examples', 'seconds', 'steps_frac', 'examples_frac',
+                                         'seconds_frac']].mean().reset_index()
 
 def best_of(runs:pd.DataFrame, # runs of one method
             by:str='budget_asked', # the setting to choose
@@ -1081,14 +1201,16 @@ def best_of(runs:pd.DataFrame, # runs of one method
 def flags_of(runs:pd.DataFrame, # runs with a `flag` column
              by:list) -> pd.Series: # grouping columns
     "Per group, the flags its runs carry and how often, e.g. 'collapsed (1 of 3 seeds)'."
-    return runs.groupby(by, sort=False).flag.agg(lambda f: ', '.join(f"{x} ({int((f == x).sum())} of {len(f)} seeds)" for x in sorted(set(f) - {''})))
+    return runs.groupby(by, sort=False).flag.agg(lambda f: ', '.join(f"{x} ({int((f == x).sum())} of {len(f)} seeds)"
+                                                                     for x in sorted(set(f) - {''})))
 
 def recovered_of(runs:pd.DataFrame, # runs with a `d_retain_acc` column
                  by:list, # grouping columns
                  tol:float) -> pd.Series: # a run has recovered when |Δ retain| <= tol
     "Per group, how many runs recovered the oracle's retain accuracy, e.g. '4 of 5'."
     tol = check_number('tol', tol, 0)
-    return runs.assign(_ok=runs.d_retain_acc.abs() <= tol).groupby(by, sort=False)._ok.agg(lambda r: f"{int(r.sum())} of {len(r)}")
+    return (runs.assign(_ok=runs.d_retain_acc.abs() <= tol).groupby(by, sort=False)
+            ._ok.agg(lambda r: f"{int(r.sum())} of {len(r)}"))
 
 def if_recovered(v:Verdict, # the verdict of a comparison
                  compared:dict, # name -> the runs it compares (with `d_retain_acc`)
@@ -1097,7 +1219,8 @@ def if_recovered(v:Verdict, # the verdict of a comparison
     tol = check_number('tol', tol, 0)
     bad = {k: int((r.d_retain_acc.abs() > tol).sum()) for k, r in compared.items()}
     why = ', '.join(f"{k} ({n} of {len(compared[k])} runs)" for k, n in bad.items() if n)
-    return v if not why else dataclasses.replace(v, verdict='inconclusive', test=f"{v.test}; not recovered (|Δ retain| > {tol:g}): {why}")
+    return v if not why else dataclasses.replace(v, verdict='inconclusive',
+                                                 test=f"{v.test}; not recovered (|Δ retain| > {tol:g}): {why}")
 
 def smallest_abs(t:pd.DataFrame, # one row per method
                  col:str, # column compared in absolute value
@@ -1105,7 +1228,8 @@ def smallest_abs(t:pd.DataFrame, # one row per method
                  name:str='method'): # column of the method names
     "(holds, text): is `who`'s |col| the smallest of all rows (ties hold)?"
     a = t.set_index(name)[col].abs(); d = a[[m for m in a.index if m.startswith(who)]].iloc[0]
-    return d <= a.min() + 1e-9, f"smallest |Δ| {a.min() * 100:.2f} pp ({', '.join(a[a <= a.min() + 1e-9].index)}); {who} {d * 100:.2f} pp"
+    return d <= a.min() + 1e-9, (f"smallest |Δ| {a.min() * 100:.2f} pp ({', '.join(a[a <= a.min() + 1e-9].index)}); "
+                                 f"{who} {d * 100:.2f} pp")
 
 def check_written(folder:str|Path, # a results folder
                   names:list): # files that must be there

@@ -32,7 +32,8 @@ def create_model(name:str, # a name in MODELS
     factory = MODELS[name]
     for k, v in dict(in_ch=in_ch, n_classes=n_classes, img_size=img_size).items():
         if not isinstance(v, (int, np.integer)) or v < 1: raise BadValueError(f"{k}={v!r} must be a positive integer")
-    if not isinstance(channels_last, bool): raise BadValueError(f"channels_last={channels_last!r} is not allowed: use True or False")
+    if not isinstance(channels_last, bool):
+        raise BadValueError(f"channels_last={channels_last!r} is not allowed: use True or False")
     if seed is not None: seed = check_seed(seed)  # 1.5 is not seed 1, True is not seed 1
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None: torch.manual_seed(seed)
@@ -69,7 +70,8 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o)
         self.conv2, self.bn2 = nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o)
-        self.shortcut = nn.Sequential() if stride == 1 and i == o else nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o))
+        self.shortcut = (nn.Sequential() if stride == 1 and i == o
+                         else nn.Sequential(nn.Conv2d(i, o, 1, stride, bias=False), nn.BatchNorm2d(o)))
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
@@ -78,7 +80,8 @@ class ResNetCifar(nn.Module):
     "He et al. (2016) CIFAR ResNet: 3 stages of (depth-2)/6 blocks with 16, 32, 64 x width channels."
     def __init__(self, in_ch, n_classes, depth=20, width=1.0):
         super().__init__()
-        if (depth - 2) % 6: raise BadValueError(f"depth={depth} is not allowed: CIFAR ResNets have depth 6n+2 (20, 32, 44, 56, ...)")
+        if (depth - 2) % 6:
+            raise BadValueError(f"depth={depth} is not allowed: CIFAR ResNets have depth 6n+2 (20, 32, 44, 56, ...)")
         n, c = (depth - 2) // 6, [max(1, int(round(k * width))) for k in (16, 32, 64)]
         self.conv1, self.bn1 = nn.Conv2d(in_ch, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0])
         blocks, i = [], c[0]
@@ -109,7 +112,8 @@ def _resnet50(in_ch, n_classes, img_size):
 def _vit(in_ch, n_classes, img_size, patch_size=8, dim=512, depth=4, heads=8, mlp_dim=1536, dropout=0.0):
     import torchvision
     if img_size % patch_size: raise BadValueError(f"patch_size={patch_size} must divide img_size={img_size}")
-    m = torchvision.models.VisionTransformer(img_size, patch_size, depth, heads, dim, mlp_dim, dropout=dropout, num_classes=n_classes)
+    m = torchvision.models.VisionTransformer(img_size, patch_size, depth, heads, dim, mlp_dim, dropout=dropout,
+                                             num_classes=n_classes)
     m.conv_proj = nn.Conv2d(in_ch, dim, patch_size, patch_size)
     return m
 
@@ -134,24 +138,31 @@ class Recipe:
         check_number('weight_decay', self.weight_decay, 0); check_fraction('final_lr_frac', self.final_lr_frac)
         check_number('gamma', self.gamma, 0, low_open=True)
         if not isinstance(self.opt_kw, dict): raise BadValueError(f"opt_kw={self.opt_kw!r} must be a dict")
-        if self.schedule not in SCHEDULES: raise UnknownNameError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES.names())}")
+        if self.schedule not in SCHEDULES:
+            raise UnknownNameError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES.names())}")
         f = OPTIMIZERS[self.optimizer]  # raises for unknown names
         if hasattr(f, 'check'): f.check(self.opt_kw)  # an optimizer may validate its own options (SGLD: sigma >= 0)
         self.milestones = tuple(self.milestones)
         for i, m in enumerate(self.milestones): check_int(f'milestones[{i}]', m, 1, max(1, self.epochs))
-        if list(self.milestones) != sorted(set(self.milestones)): raise BadValueError(f"milestones={list(self.milestones)} must increase, each epoch once")
-        if self.schedule == 'multistep' and not self.milestones: raise BadValueError("schedule='multistep' needs milestones (epochs at which the lr drops)")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise BadValueError(f"milestones={list(self.milestones)} must increase, each epoch once")
+        if self.schedule == 'multistep' and not self.milestones:
+            raise BadValueError("schedule='multistep' needs milestones (epochs at which the lr drops)")
 
-OPTIMIZERS, SCHEDULES = Registry('optimizer'), Registry('schedule')  # 'sgld' is registered by the privacy chapter (03), which importing the package imports
+# 'sgld' is registered by the privacy chapter (03), which importing the package imports
+OPTIMIZERS, SCHEDULES = Registry('optimizer'), Registry('schedule')
 
 @OPTIMIZERS.register('sgd')
-def _sgd(params, r:Recipe, seed:int=0): return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, **r.opt_kw)
+def _sgd(params, r:Recipe, seed:int=0):
+    return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, **r.opt_kw)
 
 @OPTIMIZERS.register('adam')
-def _adam(params, r:Recipe, seed:int=0): return torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay, **r.opt_kw)
+def _adam(params, r:Recipe, seed:int=0):
+    return torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay, **r.opt_kw)
 
 @SCHEDULES.register('cosine')
-def _cos(r:Recipe, e:int): return r.final_lr_frac + (1 - r.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * e / max(1, r.epochs)))
+def _cos(r:Recipe, e:int):
+    return r.final_lr_frac + (1 - r.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * e / max(1, r.epochs)))
 @SCHEDULES.register('multistep')
 def _ms(r:Recipe, e:int): return r.gamma ** sum(e >= m for m in r.milestones)
 @SCHEDULES.register('constant')
@@ -192,7 +203,8 @@ def check_fits(model:nn.Module, # the model that will see the examples
     try:
         with torch.no_grad(): out = model(data.x[:1].to(p.device if p is not None else 'cpu'))
     except Exception as e:
-        raise BadValueError(f"{name} has inputs of shape {tuple(data.x.shape[1:])}, which the model ({type(model).__name__}) cannot take: {type(e).__name__}: {e}") from None
+        raise BadValueError(f"{name} has inputs of shape {tuple(data.x.shape[1:])}, which the model "
+                            f"({type(model).__name__}) cannot take: {type(e).__name__}: {e}") from None
     finally: model.train(was)
     return data.check(name, out.shape[-1])
 
@@ -207,15 +219,18 @@ def train(model:nn.Module, # model to train in place
           params=None, # parameters to optimise (default: all)
           device=None, # default get_device()
           desc:str='train', # progress-bar label
-          keep:torch.Tensor|None=None): # bool per example of `data`: batches follow the shuffled order of all of `data`, the others dropped from them
+          keep:torch.Tensor|None=None): # bool per example: batches follow all of `data`'s shuffle, False ones dropped
     "Train `model` on `data` with `recipe`; returns the model and a per-epoch history."
     seed = check_seed(seed)
     if keep is not None:
         keep = torch.as_tensor(keep)
-        if keep.dtype != torch.bool or keep.shape != (len(data),): raise BadValueError(f"keep must be a bool tensor of {len(data)} entries (one per example), got {keep.dtype} of shape {tuple(keep.shape)}")
+        if keep.dtype != torch.bool or keep.shape != (len(data),):
+            raise BadValueError(f"keep must be a bool tensor of {len(data)} entries (one per example), "
+                                f"got {keep.dtype} of shape {tuple(keep.shape)}")
         if not bool(keep.any()): raise BadValueError("keep drops every example; keep at least one")
     device = device or get_device(); model.to(device)
-    check_fits(model, data if keep is None else data.subset(torch.nonzero(keep).flatten()), f"the training data of {desc!r}")
+    check_fits(model, data if keep is None else data.subset(torch.nonzero(keep).flatten()),
+               f"the training data of {desc!r}")
     opt = OPTIMIZERS[recipe.optimizer](list(params if params is not None else model.parameters()), recipe, seed=seed)
     g, hist, steps = make_generator(seed), [], 0
     step_hooks, epoch_hooks = _hooks(on_step), _hooks(on_epoch)
@@ -231,22 +246,26 @@ def train(model:nn.Module, # model to train in place
             if loss_fn is None: out = model(xb); losses = F.cross_entropy(out, yb, reduction='none')
             else: out, losses = loss_fn(model, xb, yb, ib.to(device))
             loss = losses.mean()
-            if not torch.isfinite(loss): raise FloatingPointError(f"{desc}: the loss became {loss.item()} in epoch {epoch}; lower the learning rate")
+            if not torch.isfinite(loss): raise FloatingPointError(f"{desc}: the loss became {loss.item()} "
+                                                                  f"in epoch {epoch}; lower the learning rate")
             opt.zero_grad(set_to_none=True); loss.backward()
-            if hasattr(opt, 'perturb_grads'): opt.perturb_grads()  # noisy optimizers (SGLD) add their noise here, before any mask
+            # noisy optimizers (SGLD) add their noise here, before any mask
+            if hasattr(opt, 'perturb_grads'): opt.perturb_grads()
             if before_step is not None: before_step(model)
             if step_hooks:
                 s = Step(epoch, steps, b, ib, xb, yb, out.detach(), losses.detach(), model, lr)
                 try:
                     for h in step_hooks: h(s)
                 except StopTraining:  # the model stays as it was before this step
-                    hist.append(dict(epoch=epoch, lr=lr, loss=tot / max(seen, 1), acc=correct / max(seen, 1), stopped=True))
+                    hist.append(dict(epoch=epoch, lr=lr, loss=tot / max(seen, 1), acc=correct / max(seen, 1),
+                                     stopped=True))
                     return model, hist
             opt.step(); steps += 1
             tot += loss.item() * len(b); seen += len(b); correct += (out.argmax(1) == yb).sum().item()
         hist.append(dict(epoch=epoch, lr=lr, loss=tot / max(seen, 1), acc=correct / max(seen, 1)))
         bad = [n for n, v in model.named_buffers() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad: raise FloatingPointError(f"{desc}: the buffer {bad[0]} (BatchNorm statistics) became non-finite in epoch {epoch}; lower the learning rate")
+        if bad: raise FloatingPointError(f"{desc}: the buffer {bad[0]} (BatchNorm statistics) became non-finite "
+                                         f"in epoch {epoch}; lower the learning rate")
         try:
             for h in epoch_hooks: h(epoch, model)
         except StopTraining: hist[-1]['stopped'] = True; break  # e.g. early stopping after this epoch
@@ -261,10 +280,12 @@ def predict(model:nn.Module, # model to evaluate (put in eval mode, restored aft
     "Per-example logits, probabilities, losses and correctness, in eval mode, without gradients."
     device = device or next(model.parameters()).device
     was = model.training; model.eval()
-    logits = torch.cat([model(data.x[b].to(device)).float().cpu() for b in _batches(len(data), batch_size)]) if len(data) else torch.empty(0, 0)
+    logits = (torch.cat([model(data.x[b].to(device)).float().cpu() for b in _batches(len(data), batch_size)])
+              if len(data) else torch.empty(0, 0))
     model.train(was)
     loss = F.cross_entropy(logits, data.y, reduction='none')
-    return dict(logits=logits, probs=logits.softmax(1), loss=loss, correct=(logits.argmax(1) == data.y), y=data.y, idx=data.idx)
+    return dict(logits=logits, probs=logits.softmax(1), loss=loss, correct=(logits.argmax(1) == data.y),
+                y=data.y, idx=data.idx)
 
 def accuracy(model:nn.Module, data:TensorData) -> float:
     "Top-1 accuracy in eval mode."
@@ -299,7 +320,8 @@ def per_example_grads(model:nn.Module, # model (BatchNorm in eval mode during th
     with eval_mode(model):
         for b in torch.arange(len(data)).split(batch_size):
             gs = g1(train_p, data.x[b].to(dev), data.y[b].to(dev))
-            rows.append(torch.cat([(gs[n] if sel is None else gs[n][:, sel[n].to(dev)]).reshape(len(b), -1) for n, _ in named], 1))
+            rows.append(torch.cat([(gs[n] if sel is None else gs[n][:, sel[n].to(dev)]).reshape(len(b), -1)
+                                   for n, _ in named], 1))
     return torch.cat(rows)
 
 def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode during the call)
@@ -324,9 +346,10 @@ def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode duri
 def grad_sum(model:nn.Module, # model (BatchNorm in eval mode during the call)
              data:TensorData, # examples
              batch_size:int=128, # examples per batch
-             reduction:str='mean') -> dict: # 'mean': sum of batch-mean gradients (the localizers); 'sum': sum of per-example gradients
+             reduction:str='mean') -> dict: # 'mean': sum of batch-mean gradients (localizers); 'sum': sum over examples
     "Sum over unshuffled batches of the cross-entropy gradient (batch mean or sum), per parameter name (on the CPU)."
-    if reduction not in ('mean', 'sum'): raise BadValueError(f"reduction={reduction!r} is not allowed; choose 'mean' or 'sum'")
+    if reduction not in ('mean', 'sum'):
+        raise BadValueError(f"reduction={reduction!r} is not allowed; choose 'mean' or 'sum'")
     if len(data) == 0: raise BadIndicesError("cannot compute gradients on an empty data set")
     dev = next(model.parameters()).device
     names, ps = zip(*model.named_parameters())
@@ -376,10 +399,12 @@ class LearningEvents(Recorder):
     "Per-example learning events: mean confidence, max confidence, negative entropy, correctness; forgetting events; first epoch learned for good."
     def start(self, model, data, recipe):
         super().start(model, data, recipe); z = lambda: torch.zeros(self.n, dtype=torch.float64)
-        self.conf, self.maxconf, self.negent, self.acc, self.visits = z(), z(), z(), z(), torch.zeros(self.n, dtype=torch.long)
+        self.conf, self.maxconf, self.negent, self.acc, self.visits = (z(), z(), z(), z(),
+                                                                       torch.zeros(self.n, dtype=torch.long))
         self.forgets = torch.zeros(self.n, dtype=torch.long)
         self.last = torch.zeros(self.n, dtype=torch.bool)  # correct at the previous visit
-        self.since = torch.full((self.n,), -1, dtype=torch.long)  # epoch of the latest switch to correct (-1: wrong now)
+        # epoch of the latest switch to correct (-1: wrong now)
+        self.since = torch.full((self.n,), -1, dtype=torch.long)
     def on_step(self, s):
         p = s.logits.float().softmax(1).double().cpu(); y = s.y.cpu(); b = s.pos
         ok = p.argmax(1) == y
@@ -387,13 +412,15 @@ class LearningEvents(Recorder):
         self.negent[b] += torch.xlogy(p, p).sum(1); self.acc[b] += ok.double()
         seen = self.visits[b] > 0
         self.forgets[b] += (seen & self.last[b] & ~ok).long()
-        self.since[b] = torch.where(ok, torch.where(self.last[b] & seen, self.since[b], torch.tensor(s.epoch)), torch.tensor(-1))
+        self.since[b] = torch.where(ok, torch.where(self.last[b] & seen, self.since[b], torch.tensor(s.epoch)),
+                                    torch.tensor(-1))
         self.last[b] = ok; self.visits[b] += 1
     def result(self):
         v = self.visits.clamp_min(1).double()
         learned = torch.where(self.since >= 0, self.since, torch.tensor(self.epochs))
-        return dict(confidence=(self.conf / v).float(), max_confidence=(self.maxconf / v).float(), neg_entropy=(self.negent / v).float(),
-                    accuracy=(self.acc / v).float(), forgetting_events=self.forgets, first_learned=learned, visits=self.visits)
+        return dict(confidence=(self.conf / v).float(), max_confidence=(self.maxconf / v).float(),
+                    neg_entropy=(self.negent / v).float(), accuracy=(self.acc / v).float(),
+                    forgetting_events=self.forgets, first_learned=learned, visits=self.visits)
 
 @RECORDERS.register('checkpoints')
 class Checkpoints(Recorder):
@@ -401,10 +428,12 @@ class Checkpoints(Recorder):
     def __init__(self, epochs:list|None=None, every:int|None=None): super().__init__(epochs=epochs, every=every)
     def start(self, model, data, recipe):
         super().start(model, data, recipe)
-        self.at, self.states = epoch_list(self.options['epochs'], self.options['every'], recipe.epochs, 'checkpoints'), {}
+        self.at, self.states = epoch_list(self.options['epochs'], self.options['every'], recipe.epochs,
+                                          'checkpoints'), {}
         if 0 in self.at: self.on_epoch(-1, model)
     def on_epoch(self, epoch, model):
-        if epoch + 1 in self.at: self.states[str(epoch + 1)] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if epoch + 1 in self.at:
+            self.states[str(epoch + 1)] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     def result(self): return dict(epochs=torch.tensor(self.at), states=self.states)
 
 @RECORDERS.register('grad_norms')
@@ -417,14 +446,16 @@ class GradNorms(Recorder):
         self.at, self.norms = epoch_list(self.options['epochs'], self.options['every'], recipe.epochs, 'grad_norms'), {}
         if 0 in self.at: self.on_epoch(-1, model)
     def on_epoch(self, epoch, model):
-        if epoch + 1 in self.at: self.norms[epoch + 1] = per_example_grad_norms(model, self.data, self.options['batch_size'])
+        if epoch + 1 in self.at:
+            self.norms[epoch + 1] = per_example_grad_norms(model, self.data, self.options['batch_size'])
     def result(self): return dict(epochs=torch.tensor(self.at), norms=torch.stack([self.norms[e] for e in self.at]))
 
 def make_recorders(record) -> dict:
     "Recorders from `record`: None, a list of names, or a dict name -> options."
     if record is None: return {}
     if isinstance(record, (list, tuple)): record = {n: {} for n in record}
-    if not isinstance(record, dict): raise BadValueError(f"record={record!r} must be a list of recorder names or a dict name -> options")
+    if not isinstance(record, dict):
+        raise BadValueError(f"record={record!r} must be a list of recorder names or a dict name -> options")
     return {n: create_recorder(n, **(o or {})) for n, o in record.items()}
 
 # %% ../nbs/02_models.ipynb #54a45f80
@@ -436,8 +467,10 @@ def check_positions(positions, # training positions (None: all)
     if np.asarray(positions).size == 0: raise BadIndicesError(f"{name} is empty; train on at least one example")
     p = integer_positions(positions, name)  # 1.7, 2.0 and True are refused, not truncated or read as 1
     bad = p[(p < 0) | (p >= n)]
-    if bad.size: raise BadIndicesError(f"{name} holds {int(bad[0])}, outside [0, {n}); negative positions do not wrap around")
-    if np.unique(p).size != p.size: raise BadIndicesError(f"{name} has duplicates; each training example appears at most once")
+    if bad.size:
+        raise BadIndicesError(f"{name} holds {int(bad[0])}, outside [0, {n}); negative positions do not wrap around")
+    if np.unique(p).size != p.size:
+        raise BadIndicesError(f"{name} has duplicates; each training example appears at most once")
     return p
 
 def _fit_key(data, model_cfg, recipe, seed, pos) -> dict:
@@ -448,20 +481,23 @@ def _state(m): return {k: v.detach().cpu().clone() for k, v in m.state_dict().it
 
 def _not_finite(state:dict) -> list:
     "Names of the floating-point parameters and buffers of a state dict that hold a NaN or an infinity."
-    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [k for k, v in state.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 def _usable_model(art):
     "`Cache.get`'s check of a stored `fit` artifact: a diverged model (say a BatchNorm variance of inf) is not a result."
     sd = art.get('state_dict') if isinstance(art, dict) else None
     if not isinstance(sd, dict): raise CorruptArtifactError("holds no state_dict; it is not a trained model")
     bad = _not_finite(sd)
-    if bad: raise CorruptArtifactError(f"holds a diverged model: {bad[0]} is not finite ({len(bad)} of {len(sd)} tensors are not)")
+    if bad: raise CorruptArtifactError(f"holds a diverged model: {bad[0]} is not finite "
+                                       f"({len(bad)} of {len(sd)} tensors are not)")
 
 def check_not_collapsed(probs:torch.Tensor, # N x C eval-mode outputs on the training data
                         desc:str='train'): # what trained, for the message
     "Raise `FloatingPointError` when a model predicts one class for every example (a collapse, not a result)."
     if probs.shape[1] > 1 and len(probs) > 1 and probs.argmax(1).unique().numel() == 1:
-        raise FloatingPointError(f"{desc}: the model collapsed: it predicts class {int(probs[0].argmax())} for every training example; lower the learning rate")
+        raise FloatingPointError(f"{desc}: the model collapsed: it predicts class {int(probs[0].argmax())} "
+                                 "for every training example; lower the learning rate")
 
 def fit(data:DataBundle, # dataset; trains on data.train[positions]
         model_cfg:dict, # {'name': ..., **options}
@@ -472,7 +508,7 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         kind:str='model', # cache folder, e.g. 'original' or 'oracle'
         record=None, # recorders: a list of names or {name: options} (see RECORDERS)
         desc:str='train', # progress-bar label
-        order_of=None): # positions of a run whose shuffled batches to share, minus the examples not in `positions` (None: its own order)
+        order_of=None): # positions of a run whose shuffled batches to share, minus those not in `positions` (None: own)
     "Train (or load) a model from scratch; returns `(model, run)`, run = {'history', 'records', 'seconds', 'positions'}."
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
     seed = check_seed(seed)
@@ -483,8 +519,10 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
     if order_of is not None:
         oo = check_positions(order_of, len(data.train), 'order_of')
         out = np.setdiff1d(pos, oo)
-        if out.size: raise BadIndicesError(f"positions holds {int(out[0])}, which order_of does not: an order shared with another run covers all of this run's examples")
-        if recs: raise BadValueError("record and order_of together are not supported: recorders follow a run's own examples")
+        if out.size: raise BadIndicesError(f"positions holds {int(out[0])}, which order_of does not: "
+                                           "an order shared with another run covers all of this run's examples")
+        if recs: raise BadValueError("record and order_of together are not supported: "
+                                     "recorders follow a run's own examples")
         cfg['order_of'] = content_hash(oo)  # only when set: the keys of every other run are unchanged
     model = model_for(data, model_cfg, seed=seed)
     def compute():
@@ -492,15 +530,19 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         for r in recs.values(): r.start(model, sub, recipe)
         t0 = time.perf_counter()
         if order_of is None:
-            m, h = train(model, sub, recipe, seed=seed, desc=desc, on_step=[r.on_step for r in recs.values()], on_epoch=[r.on_epoch for r in recs.values()])
-        else: m, h = train(model, data.train.subset(oo), recipe, seed=seed, desc=desc, keep=torch.from_numpy(np.isin(oo, pos)))
+            m, h = train(model, sub, recipe, seed=seed, desc=desc, on_step=[r.on_step for r in recs.values()],
+                         on_epoch=[r.on_epoch for r in recs.values()])
+        else: m, h = train(model, data.train.subset(oo), recipe, seed=seed, desc=desc,
+                           keep=torch.from_numpy(np.isin(oo, pos)))
         check_not_collapsed(predict(m, sub)['probs'], desc)  # never cache a collapsed model as a result
         st = _state(m); bad = _not_finite(st)
         if bad: raise FloatingPointError(f"{desc}: {bad[0]} became non-finite; lower the learning rate")
-        return dict(state_dict=st, history=h, seconds=time.perf_counter() - t0, records={n: r.result() for n, r in recs.items()})
+        return dict(state_dict=st, history=h, seconds=time.perf_counter() - t0,
+                    records={n: r.result() for n, r in recs.items()})
     art = cache.get(kind, cfg, compute, check=_usable_model) if cache else compute()
     model.load_state_dict(art['state_dict']); model.to(get_device())
-    return model, dict(history=art['history'], records=art.get('records', {}), seconds=float(art.get('seconds', float('nan'))), positions=pos)
+    return model, dict(history=art['history'], records=art.get('records', {}),
+                       seconds=float(art.get('seconds', float('nan'))), positions=pos)
 
 # %% ../nbs/02_models.ipynb #cb24057d
 class RunFailedError(RuntimeError):
@@ -513,13 +555,16 @@ def ensemble_ok(model:nn.Module, # an instance of the architecture
     return recipe.optimizer == 'sgd' and not list(model.buffers()) and not drop
 
 def _check_runs(runs, n):
-    if not isinstance(runs, (list, tuple)) or not runs: raise BadValueError("runs must be a non-empty list of {'seed': int, 'positions': [...]}")
+    if not isinstance(runs, (list, tuple)) or not runs:
+        raise BadValueError("runs must be a non-empty list of {'seed': int, 'positions': [...]}")
     out = []
     for i, r in enumerate(runs):
-        if not isinstance(r, dict) or 'seed' not in r: raise BadValueError(f"run {i} must be a dict with 'seed' (and 'positions'), got {r!r}")
+        if not isinstance(r, dict) or 'seed' not in r:
+            raise BadValueError(f"run {i} must be a dict with 'seed' (and 'positions'), got {r!r}")
         bad = set(r) - {'seed', 'positions'}
         if bad: raise BadValueError(f"run {i} has unknown keys {sorted(bad)}; allowed: seed, positions")
-        out.append(dict(seed=check_seed(r['seed'], f'run {i} seed'), positions=check_positions(r.get('positions'), n, f'run {i} positions')))
+        out.append(dict(seed=check_seed(r['seed'], f'run {i} seed'),
+                        positions=check_positions(r.get('positions'), n, f'run {i} positions')))
     return out
 
 def _many_key(data, model_cfg, recipe, run, engine):
@@ -532,7 +577,8 @@ def _train_single(data, model_cfg, recipe, run):
     t0 = time.perf_counter()
     m = model_for(data, model_cfg, seed=run['seed'])
     m, h = train(m, data.train.subset(run['positions']), recipe, seed=run['seed'], desc=f"run seed {run['seed']}")
-    return [dict(train_probs=_probs(m, data.train), test_probs=_probs(m, data.test), history=h, seconds=time.perf_counter() - t0)]
+    return [dict(train_probs=_probs(m, data.train), test_probs=_probs(m, data.test), history=h,
+                 seconds=time.perf_counter() - t0)]
 
 def _train_ensemble(data, model_cfg, recipe, runs, chunk_eval:int=1024):
     "K models of equal subset size trained as one vmap ensemble; a list of per-member outputs."
@@ -559,8 +605,10 @@ def _train_ensemble(data, model_cfg, recipe, runs, chunk_eval:int=1024):
             grads, (loss, out) = step(params, xb, yb)
             if not torch.isfinite(loss).all():
                 k = int((~torch.isfinite(loss)).nonzero()[0]); r = runs[k]
-                raise FloatingPointError(f"ensemble member seed {r['seed']}: the loss became {loss[k].item()} in epoch {epoch}; lower the learning rate")
-            with torch.no_grad():  # torch.optim.SGD: d = g + wd p; buf = d (first step), else momentum buf + d; p -= lr buf
+                raise FloatingPointError(f"ensemble member seed {r['seed']}: the loss became {loss[k].item()} "
+                                         f"in epoch {epoch}; lower the learning rate")
+            # torch.optim.SGD: d = g + wd p; buf = d (first step), else momentum buf + d; p -= lr buf
+            with torch.no_grad():
                 first = bufs is None
                 if first: bufs = {}
                 for k, p in params.items():
@@ -576,10 +624,12 @@ def _train_ensemble(data, model_cfg, recipe, runs, chunk_eval:int=1024):
     fwd = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, None))
     @torch.no_grad()
     def probs(d):
-        return torch.cat([fwd(params, d.x[b].to(dev)).float().softmax(-1).cpu() for b in torch.arange(len(d)).split(chunk_eval)], 1)
+        return torch.cat([fwd(params, d.x[b].to(dev)).float().softmax(-1).cpu()
+                          for b in torch.arange(len(d)).split(chunk_eval)], 1)
     ptr, pte = probs(data.train), probs(data.test)
     secs = (time.perf_counter() - t0) / K
-    return [dict(train_probs=ptr[k].contiguous(), test_probs=pte[k].contiguous(), history=hist[k], seconds=secs) for k in range(K)]
+    return [dict(train_probs=ptr[k].contiguous(), test_probs=pte[k].contiguous(), history=hist[k], seconds=secs)
+            for k in range(K)]
 
 def _chunks(runs, engine, members):
     "Groups of run numbers trained together: ensembles of equal subset size (at most `members`), or single runs."
@@ -592,12 +642,14 @@ def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='m
     "Train one chunk of runs (in this process or on a Dask worker); store each run in the cache; return their outputs."
     if threads is not None: set_threads(threads)
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
-    try: outs = _train_ensemble(data, model_cfg, recipe, runs) if engine == 'ensemble' else _train_single(data, model_cfg, recipe, runs[0])
+    try: outs = (_train_ensemble(data, model_cfg, recipe, runs) if engine == 'ensemble'
+                 else _train_single(data, model_cfg, recipe, runs[0]))
     except Exception as e:
         which = ', '.join(f"seed {r['seed']} ({len(r['positions'])} examples)" for r in runs)
         raise RunFailedError(f"fit_many: the run(s) {which} failed: {type(e).__name__}: {e}") from e
     try:
-        for r, o in zip(runs, outs): check_not_collapsed(o['train_probs'][torch.as_tensor(r['positions'])], f"seed {r['seed']}")
+        for r, o in zip(runs, outs):
+            check_not_collapsed(o['train_probs'][torch.as_tensor(r['positions'])], f"seed {r['seed']}")
     except FloatingPointError as e: raise RunFailedError(f"fit_many: {e}") from e
     if cache_root is not None:
         c = Cache(cache_root)
@@ -611,17 +663,20 @@ def _trim_warning(c):
     _TRIM_CHECKED.add(c.id)
     try: vals = set(c.run(lambda: os.environ.get('MALLOC_TRIM_THRESHOLD_')).values()) - {None}
     except Exception: return
-    if vals: warnings.warn(f"dask: the workers run with MALLOC_TRIM_THRESHOLD_={sorted(vals)[0]} (set by Dask's nanny); torch trains "
-                           "about 2x slower there. Set distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null in the "
+    if vals: warnings.warn(f"dask: the workers run with MALLOC_TRIM_THRESHOLD_={sorted(vals)[0]} "
+                           "(set by Dask's nanny); torch trains about 2x slower there. Set "
+                           "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null in the "
                            "workers' Dask config, or start them without a nanny")
 
-_GUARD_HINT = ("Dask starts its workers with Python's 'spawn' method, which imports the main script in each new process: "
-               "put the script's code under `if __name__ == '__main__':` (or run in one process: fit_many(backend='serial' or 'vmap'), run_jobs(workers=1))")
+_GUARD_HINT = ("Dask starts its workers with Python's 'spawn' method, which imports the main script in each new "
+               "process: put the script's code under `if __name__ == '__main__':` "
+               "(or run in one process: fit_many(backend='serial' or 'vmap'), run_jobs(workers=1))")
 
 def _spawn_bootstrap() -> bool:
     "True while a spawned child process imports the parent's main script (so the script has no `__main__` guard)."
     import multiprocessing as mp
-    return bool(getattr(mp.current_process(), '_inheriting', False))  # the flag multiprocessing's own check of this case reads
+    # the flag multiprocessing's own check of this case reads
+    return bool(getattr(mp.current_process(), '_inheriting', False))
 
 def dask_client(client=None, # an existing dask.distributed Client (returned as is)
                 workers:int|None=None): # LocalCluster size (default: one worker per core)
@@ -629,9 +684,11 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     import dask
     from distributed import Client, LocalCluster
     if client is not None: _trim_warning(client); return client, []
-    if _spawn_bootstrap(): raise RuntimeError(f"a Dask worker process is starting and ran the main script again from the top. {_GUARD_HINT}")
+    if _spawn_bootstrap(): raise RuntimeError("a Dask worker process is starting and ran the main script again "
+                                              f"from the top. {_GUARD_HINT}")
     addr = os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')
-    if addr: c = Client(addr); _trim_warning(c); c.run(set_threads); return c, [c]  # its workers: $UNLEARNREPRO_THREADS of their own environment (1 when unset)
+    # its workers: $UNLEARNREPRO_THREADS of their own environment (1 when unset)
+    if addr: c = Client(addr); _trim_warning(c); c.run(set_threads); return c, [c]
     env = {'UNLEARNREPRO_THREADS': '1', **dict.fromkeys(THREAD_VARS, '1'), 'UNLEARNREPRO_QUIET': '1'}
     for k in ('UNLEARNREPRO_CACHE', 'UNLEARNREPRO_DATA', 'UNLEARNREPRO_DOWNLOAD', 'UNLEARNREPRO_DEVICE'):
         if os.environ.get(k): env[k] = os.environ[k]
@@ -639,8 +696,10 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     # Dask's nanny starts its workers (and sets in this process) MALLOC_TRIM_THRESHOLD_=65536; any fixed threshold turns
     # off glibc's adaptive mmap threshold, and a ResNet-8 epoch then takes 5.2 s instead of 2.2 s. Keep glibc's default.
     with dask.config.set({'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None}):
-        try: cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env, silence_logs=40)
-        except Exception as e: raise RuntimeError(f"could not start a local Dask cluster ({type(e).__name__}: {e}). If this runs from a script: {_GUARD_HINT}") from e
+        try: cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+                                    silence_logs=40)
+        except Exception as e: raise RuntimeError(f"could not start a local Dask cluster ({type(e).__name__}: {e}). "
+                                                  f"If this runs from a script: {_GUARD_HINT}") from e
     c = Client(cluster); return c, [c, cluster]
 
 def dask_map(fn:Callable, # a module-level function (it is sent to the workers)
@@ -649,7 +708,7 @@ def dask_map(fn:Callable, # a module-level function (it is sent to the workers)
              client=None, # an existing Dask client (None: see `dask_client`)
              workers:int|None=None, # LocalCluster size when no client is given
              shared:dict|None=None, # keyword arguments of every task, scattered once to every worker (e.g. the dataset)
-             fail:Callable|None=None): # (i, exception) -> the exception to raise (default: a RunFailedError naming task i)
+             fail:Callable|None=None): # (i, exception) -> exception to raise (default: a RunFailedError naming task i)
     "The one driver of work on Dask: submit `fn(**shared, **job)` per job, hand each result to `on_result`; on a failure cancel the rest and raise."
     from distributed import as_completed
     c, close = dask_client(client, workers)
@@ -663,7 +722,8 @@ def dask_map(fn:Callable, # a module-level function (it is sent to the workers)
             i = futs[f]
             try: r = f.result()
             except Exception as e:
-                err = fail(i, e) if fail is not None else RunFailedError(f"{fn.__name__}: task {i} failed: {type(e).__name__}: {e}")
+                err = (fail(i, e) if fail is not None
+                       else RunFailedError(f"{fn.__name__}: task {i} failed: {type(e).__name__}: {e}"))
                 if err is e: raise
                 raise err from e
             on_result(i, r)
@@ -685,14 +745,17 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
              desc:str='fit_many'): # progress-bar label
     "Train one model per run; returns per run {seed, positions, train_probs, test_probs, history, seconds, cached}, in the order of `runs`."
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
-    if backend not in ('serial', 'vmap', 'dask', 'auto'): raise BadValueError(f"backend={backend!r} is not allowed; choose 'serial', 'vmap', 'dask' or 'auto'")
+    if backend not in ('serial', 'vmap', 'dask', 'auto'):
+        raise BadValueError(f"backend={backend!r} is not allowed; choose 'serial', 'vmap', 'dask' or 'auto'")
     members = check_int('members', members, 1)
     runs = _check_runs(runs, len(data.train))
     m0 = model_for(data, model_cfg, seed=0); check_fits(m0, data.train, f"the train split of {data.name}")
     can_vmap = ensemble_ok(m0, recipe)
     if backend == 'vmap' and not can_vmap:
-        raise BadValueError(f"backend='vmap' needs a model without BatchNorm or dropout and optimizer 'sgd'; {model_cfg} with {recipe.optimizer!r} is not; use 'serial' or 'dask'")
-    if backend == 'auto': backend = 'dask' if (client is not None or os.environ.get('UNLEARNREPRO_DASK_SCHEDULER')) else ('vmap' if can_vmap else 'serial')
+        raise BadValueError(f"backend='vmap' needs a model without BatchNorm or dropout and optimizer 'sgd'; "
+                            f"{model_cfg} with {recipe.optimizer!r} is not; use 'serial' or 'dask'")
+    if backend == 'auto': backend = ('dask' if (client is not None or os.environ.get('UNLEARNREPRO_DASK_SCHEDULER'))
+                                     else ('vmap' if can_vmap else 'serial'))
     engine = 'ensemble' if (can_vmap and backend in ('vmap', 'dask')) else 'single'
     out = [None] * len(runs)
     if cache is not None:
@@ -708,9 +771,11 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
         bar.update(len(ch))
     try:
         if backend == 'dask' and chunks:
-            jobs = [dict(model_cfg=model_cfg, recipe=asdict(recipe), runs=[runs[i] for i in ch], engine=engine, cache_root=root, kind=kind, threads=1) for ch in chunks]
+            jobs = [dict(model_cfg=model_cfg, recipe=asdict(recipe), runs=[runs[i] for i in ch], engine=engine,
+                         cache_root=root, kind=kind, threads=1) for ch in chunks]
             dask_map(_train_chunk, jobs, lambda j, outs: done(chunks[j], outs), client, shared=dict(data=data),
-                     fail=lambda j, e: e if isinstance(e, RunFailedError) else RunFailedError(f"fit_many: a Dask task for runs {chunks[j]} failed: {type(e).__name__}: {e}"))
+                     fail=lambda j, e: e if isinstance(e, RunFailedError) else RunFailedError(
+                         f"fit_many: a Dask task for runs {chunks[j]} failed: {type(e).__name__}: {e}"))
         else:
             for ch in chunks: done(ch, _train_chunk(data, model_cfg, recipe, [runs[i] for i in ch], engine, root, kind))
     finally: bar.close()
