@@ -55,3 +55,22 @@ def test_study_database_is_created_under_a_lock(tmp_path):
     assert order == ['first', 'second']
     tune(lambda hp: (hp['lr'] - 0.1) ** 2, {'lr': (1e-3, 1.0, True)}, 'locked', tmp_path/'studies.db', n_trials=1)
     assert (tmp_path/'studies.db.lock').exists()  # tune takes that lock around opening the database
+
+
+def test_a_resumed_study_retries_a_crashed_trial_not_a_refused_one(tmp_path):
+    "A trial whose job died (an exception) is tried again on resume, at the same point; a trial that returned NaN is not."
+    from unlearnrepro.experiment import tune
+    space, db, calls = {'lr': (0.01, 1.0, True)}, tmp_path/'s.db', []
+    def crash_on_first(hp):
+        calls.append(hp['lr'])
+        if len(calls) == 1: raise RuntimeError('a bug in the first trial')
+        return abs(hp['lr'] - 0.1)
+    with pytest.raises(RuntimeError, match='a bug'): tune(crash_on_first, space, 's', db, 3, first=[{'lr': 0.5}])
+    chosen, trials = tune(crash_on_first, space, 's', db, 3, first=[{'lr': 0.5}])  # the resumed run
+    assert calls[:2] == [0.5, 0.5] and len(calls) == 4 and len(trials) == 3  # the paper's point again, then two more
+    nan_calls = []
+    def nan_first(hp):
+        nan_calls.append(hp['lr']); return float('nan') if len(nan_calls) == 1 else abs(hp['lr'] - 0.1)
+    tune(nan_first, space, 'n', db, 3, first=[{'lr': 0.5}])
+    tune(nan_first, space, 'n', db, 3, first=[{'lr': 0.5}])  # nothing left to do: the NaN trial counts as tried
+    assert nan_calls[0] == 0.5 and len(nan_calls) == 3

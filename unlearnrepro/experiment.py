@@ -368,7 +368,7 @@ def tune(objective:Callable, # hp dict -> objective (lower is better), or (value
          space:dict, # {name: (low, high, log)}
          name:str, # study name (the space and the sampler are appended)
          storage:str|Path|None, # SQLite file of the studies (None: in memory)
-         n_trials:int, # trials wanted, failed ones included (resumes an existing study)
+         n_trials:int, # trials wanted, NaN ones included (resumes a study; a crashed trial is retried)
          tol:float=0.05, # selection tolerance
          seed:int|None=None, # sampler seed (None: `study_seed` of the study's name)
          first:list|None=None): # hyperparameter dicts tried before the sampler's points (e.g. the paper's values)
@@ -389,13 +389,20 @@ def tune(objective:Callable, # hp dict -> objective (lower is better), or (value
                                     sampler=make_sampler(n_trials,
                                                          study_seed(full) if seed is None else check_seed(seed)))
     S = optuna.trial.TrialState
-    # a failed trial (NaN: diverged or refused) was tried: a rerun does not retry it
-    done = [t for t in study.trials if t.state in (S.COMPLETE, S.FAIL)]
+    # a trial whose objective returned (a value, or NaN: diverged or refused) was tried: a rerun does not retry it.
+    # One that raised or whose process died (a bug, a killed job) was not: its point is tried again, once.
+    back = [t for t in study.trials if t.state == S.COMPLETE or t.user_attrs.get('returned')]
+    done = [t for t in back if t.state in (S.COMPLETE, S.FAIL)]
     if not study.trials:
         for p in first: study.enqueue_trial(p, skip_if_exists=True)
+    seen = [t.params for t in back] + [t.params for t in study.trials if t.state == S.WAITING]
+    for t in study.trials:
+        if t.state in (S.FAIL, S.RUNNING) and not t.user_attrs.get('returned') and t.params and t.params not in seen:
+            study.enqueue_trial(t.params); seen.append(t.params)
     def run(t):
         r = objective(suggest(t, space))
         if isinstance(r, tuple): r, attrs = r; [t.set_user_attr(k, v) for k, v in attrs.items()]
+        t.set_user_attr('returned', True)
         return r
     if len(done) < n_trials: study.optimize(run, n_trials=n_trials - len(done), show_progress_bar=False)
     trials = [t for t in study.trials if t.state == S.COMPLETE]
