@@ -1211,20 +1211,21 @@ def flags_of(runs:pd.DataFrame, # runs with a `flag` column
     return runs.groupby(by, sort=False).flag.agg(lambda f: ', '.join(f"{x} ({int((f == x).sum())} of {len(f)} seeds)"
                                                                      for x in sorted(set(f) - {''})))
 
+def _recovered(runs:pd.DataFrame, tol:float) -> pd.Series:
+    "Per run: did it come within `tol` of the oracle's retain accuracy? (the one rule of both functions below)"
+    return runs.d_retain_acc.abs() <= check_number('tol', tol, 0)
+
 def recovered_of(runs:pd.DataFrame, # runs with a `d_retain_acc` column
                  by:list, # grouping columns
                  tol:float) -> pd.Series: # a run has recovered when |Δ retain| <= tol
     "Per group, how many runs recovered the oracle's retain accuracy, e.g. '4 of 5'."
-    tol = check_number('tol', tol, 0)
-    return (runs.assign(_ok=runs.d_retain_acc.abs() <= tol).groupby(by, sort=False)
-            ._ok.agg(lambda r: f"{int(r.sum())} of {len(r)}"))
+    return runs.assign(_ok=_recovered(runs, tol)).groupby(by, sort=False)._ok.agg(lambda r: f"{int(r.sum())} of {len(r)}")
 
 def if_recovered(v:Verdict, # the verdict of a comparison
                  compared:dict, # name -> the runs it compares (with `d_retain_acc`)
                  tol:float) -> Verdict: # a run has recovered when |Δ retain| <= tol
     "`v`, or `v` made inconclusive with the reason when a compared run did not recover the oracle's retain accuracy."
-    tol = check_number('tol', tol, 0)
-    bad = {k: int((r.d_retain_acc.abs() > tol).sum()) for k, r in compared.items()}
+    bad = {k: int((~_recovered(r, tol)).sum()) for k, r in compared.items()}
     why = ', '.join(f"{k} ({n} of {len(compared[k])} runs)" for k, n in bad.items() if n)
     return v if not why else dataclasses.replace(v, verdict='inconclusive',
                                                  test=f"{v.test}; not recovered (|Δ retain| > {tol:g}): {why}")
