@@ -85,7 +85,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 @pytest.mark.parametrize('bad', [1.5, True, np.float64(2.0), -1, '3'])
 def test_generators_refuse_bad_seeds(bad):
     "A seed is a non-negative integer: 1.5 is not truncated to 1, True is not 1, -1 does not wrap."
-    with pytest.raises(BadValueError, match='is not allowed: it must be an integer in \\[0, inf\\]'): make_generator(bad)
+    with pytest.raises(BadValueError, match='is not allowed: it must be an integer in \\[0, inf\\)'): make_generator(bad)
     with pytest.raises(BadValueError, match='is not allowed'): seed_everything(bad)
 
 def test_generators_accept_numpy_integers():

@@ -2,7 +2,8 @@
 import numpy as np, pytest
 from unlearnrepro.core import Cache, get_preset, set_threads, BadValueError
 from unlearnrepro.models import dask_client
-from unlearnrepro.experiment import scenario_spec, run_jobs, run_job, scenario_job, tune_job
+from unlearnrepro.experiment import scenario_spec, run_jobs, run_job, scenario_job
+from unlearnrepro.tuning import tune_job
 
 
 @pytest.fixture(scope='module')
@@ -45,7 +46,7 @@ def test_failing_job_names_itself(client, tmp_path):
 def test_study_database_is_created_under_a_lock(tmp_path):
     "Two processes creating one SQLite study database at once failed on alembic's UNIQUE constraint: creation holds an exclusive file lock."
     import threading, time
-    from unlearnrepro.experiment import _file_lock, tune
+    from unlearnrepro.tuning import _file_lock, tune
     order, lock = [], tmp_path/'x.lock'
     def other():
         with _file_lock(lock): order.append('second')
@@ -59,7 +60,7 @@ def test_study_database_is_created_under_a_lock(tmp_path):
 
 def test_a_resumed_study_retries_a_crashed_trial_not_a_refused_one(tmp_path):
     "A trial whose job died (an exception) is tried again on resume, at the same point; a trial that returned NaN is not."
-    from unlearnrepro.experiment import tune
+    from unlearnrepro.tuning import tune
     space, db, calls = {'lr': (0.01, 1.0, True)}, tmp_path/'s.db', []
     def crash_on_first(hp):
         calls.append(hp['lr'])

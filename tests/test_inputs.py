@@ -8,7 +8,7 @@ from unlearnrepro.data import *
 from unlearnrepro.models import *
 from unlearnrepro.localization import localize
 from unlearnrepro.unlearning import unlearn
-from unlearnrepro.experiment import tuned_values
+from unlearnrepro.tuning import tuned_values
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = Recipe(epochs=1, lr=0.05, batch_size=64)

@@ -393,7 +393,7 @@ def test_refine_and_strata_errors(setup):
                           ((np.zeros((2, 3)),), {}, 'scores of shape (2, 3) are not allowed: they must be a 1-d array'),
                           ((['a', 'b', 'c'],), {}, "scores=['a', 'b', 'c'] is not allowed"),
                           ((sc,), dict(centre='mean'), "centre='mean' is not allowed: it must be 'median' or a finite number"),
-                          ((sc,), dict(n_strata=1.5), 'n_strata=1.5 is not allowed: it must be an integer in [1, inf]'),
+                          ((sc,), dict(n_strata=1.5), 'n_strata=1.5 is not allowed: it must be an integer in [1, inf)'),
                           ((sc,), dict(seed=-1), 'seed=-1 is not allowed')]:
         with pytest.raises(BadValueError, match=re.escape(msg)): refine(*args, **kw)
     s = setup; strata = _strata(s); o, r, f = s['original'], s['retain'], s['forget']

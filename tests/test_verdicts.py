@@ -2,7 +2,7 @@
 import math, numpy as np, pytest
 from scipy import stats, optimize
 from unlearnrepro.core import BadValueError
-from unlearnrepro.experiment import censored_trend_verdict, _logrank_trend
+from unlearnrepro.report import censored_trend_verdict, _logrank_trend
 
 
 def _data(seed, n=40, beta=0.5, budget=60.0):

@@ -4,14 +4,16 @@
 
 # %% auto #0
 __all__ = ['THREAD_VARS', 'PRESETS', 'CACHE_FORMAT', 'UnlearnReproError', 'UnknownNameError', 'BadValueError', 'BadIndicesError',
-           'DataNotFoundError', 'CorruptArtifactError', 'check_int', 'check_seed', 'check_number', 'check_fraction',
-           'Registry', 'seed_everything', 'make_generator', 'deterministic_setting', 'set_deterministic', 'get_device',
-           'threads_setting', 'set_threads', 'quiet', 'progress', 'get_preset', 'canonical_json', 'config_key',
-           'content_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir', 'save_table', 'save_text',
-           'save_figure']
+           'DataNotFoundError', 'CorruptArtifactError', 'Between', 'check_int', 'check_seed', 'check_number',
+           'check_fraction', 'Registry', 'integer', 'number', 'fraction', 'boolean', 'one_of', 'text', 'list_of',
+           'optional', 'check_params', 'seed_everything', 'make_generator', 'deterministic_setting',
+           'set_deterministic', 'get_device', 'threads_setting', 'set_threads', 'quiet', 'progress', 'get_preset',
+           'canonical_json', 'config_key', 'content_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir',
+           'save_table', 'save_text', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #aee4ad18
 import os, io, sys, json, math, hashlib, random, tempfile, copy, warnings, dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 import numpy as np
@@ -49,13 +51,30 @@ def _is_num(v) -> bool:
     except OverflowError: return False
 def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
+def _num(x) -> str: return str(int(x)) if _is_int(x) else f"{x:g}"
+
+@dataclass(frozen=True)
+class Between:
+    "The allowed values of a number: from `low` to `high` (None: unbounded), ends closed unless open."
+    low: float|None = None # smallest allowed value (None: no lower bound)
+    high: float|None = None # largest allowed value (None: no upper bound)
+    low_open: bool = False # exclude `low` itself
+    high_open: bool = False # exclude `high` itself
+    def __contains__(self, v) -> bool:
+        return ((self.low is None or (v > self.low if self.low_open else v >= self.low)) and
+                (self.high is None or (v < self.high if self.high_open else v <= self.high)))
+    def __str__(self):
+        lo = '(-inf' if self.low is None else f"{'(' if self.low_open else '['}{_num(self.low)}"
+        hi = 'inf)' if self.high is None else f"{_num(self.high)}{')' if self.high_open else ']'}"
+        return f"{lo}, {hi}"
+
 def check_int(name:str, # what the number is called in the message
               value, # the value to check
               low:int|None=None, # smallest allowed value (None: no bound)
               high:int|None=None): # largest allowed value (None: no bound)
     "Raise `BadValueError` unless `value` is an integer (not a bool, not 1.5) in `[low, high]`; returns it as `int`."
-    rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-    if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+    rng = Between(low, high)
+    if not _is_int(value) or value not in rng:
         raise BadValueError(f"{name}={value!r} is not allowed: it must be an integer in {rng}")
     return int(value)
 
@@ -69,10 +88,8 @@ def check_number(name:str, # what the number is called in the message
                  high:float|None=None, # upper bound
                  low_open:bool=False): # exclude `low` itself (e.g. a learning rate must be > 0)
     "Raise `BadValueError` unless `value` is a finite number in the range; returns it as `float`."
-    ok = (_is_num(value) and (low is None or (value > low if low_open else value >= low))
-          and (high is None or value <= high))
-    if not ok:
-        rng = f"{'(' if low_open else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    rng = Between(low, high, low_open)
+    if not _is_num(value) or value not in rng:
         raise BadValueError(f"{name}={value!r} is not allowed: it must be a finite number in {rng}")
     return float(value)
 
@@ -116,6 +133,80 @@ class Registry:
     def __contains__(self, name): return name in self._d
     def names(self): return sorted(self._d)
     def __repr__(self): return f"Registry({self.kind}: {', '.join(self.names())})"
+
+# %% ../nbs/00_core.ipynb #9db807e4
+def _bad_param(name, value, allowed): raise BadValueError(f"parameter {name}={value!r} is not allowed: {allowed}")
+
+def integer(low:int|None=None, high:int|None=None):
+    "Spec: an integer (not a bool, not 1.5) in [low, high]."
+    def chk(name, v):
+        try: return check_int(name, v, low, high)
+        except BadValueError:
+            _bad_param(name, v, f"use an integer in [{'-inf' if low is None else low}, {'inf' if high is None else high}]")
+    return chk
+
+def number(low:float|None=None, high:float|None=None, low_open:bool=False):
+    "Spec: a finite number in the range (`low_open`: excluding `low`)."
+    def chk(name, v):
+        try: return check_number(name, v, low, high, low_open)
+        except BadValueError: _bad_param(name, v, f"use a finite number in {'(' if low_open else '['}{low}, {high}]")
+    return chk
+
+def fraction(allow_one:bool=True):
+    "Spec: a number in (0, 1] (or (0, 1))."
+    def chk(name, v):
+        try: return check_fraction(name, v, allow_one)
+        except BadValueError: _bad_param(name, v, f"use a number in (0, 1{']' if allow_one else ')'}")
+    return chk
+
+def boolean():
+    "Spec: True or False (the strings 'False' or 'no' are not booleans)."
+    def chk(name, v):
+        if not isinstance(v, (bool, np.bool_)): _bad_param(name, v, "use True or False")
+        return bool(v)
+    return chk
+
+def one_of(choices):
+    "Spec: one of `choices` (a list, or a `Registry` whose names are allowed)."
+    def chk(name, v):
+        allowed = choices.names() if isinstance(choices, Registry) else list(choices)
+        if not isinstance(v, str) or v not in allowed: _bad_param(name, v, f"choose one of: {', '.join(map(str, allowed))}")
+        return v
+    return chk
+
+def text():
+    "Spec: a non-empty string."
+    def chk(name, v):
+        if not isinstance(v, str) or not v: _bad_param(name, v, "use a non-empty string")
+        return v
+    return chk
+
+def list_of(item, min_len:int=1, unique:bool=True):
+    "Spec: a list (or tuple) of at least `min_len` items, each checked by `item`, without duplicates when `unique`."
+    def chk(name, v):
+        if not isinstance(v, (list, tuple)): _bad_param(name, v, "use a list, e.g. [...]")
+        if len(v) < min_len: _bad_param(name, v, f"the list needs at least {min_len} item(s)")
+        out = [item(f"{name}[{i}]", x) for i, x in enumerate(v)]
+        dup = [x for i, x in enumerate(out) if x in out[:i]]
+        if unique and dup: _bad_param(name, v, f"{dup[0]!r} appears twice; list each item once")
+        return out
+    return chk
+
+def optional(spec):
+    "Spec: None, or what `spec` allows."
+    return lambda name, v: None if v is None else spec(name, v)
+
+def check_params(values:dict, # parameter name -> value (a notebook's `globals()` will do: only specs' names are read)
+                 specs:dict): # parameter name -> spec
+    "Check every parameter named in `specs` (all of them, before any work); returns {name: checked value}."
+    missing = sorted(set(specs) - set(values))
+    if missing: raise BadValueError(f"parameters {missing} have no value")
+    out = {k: spec(k, values[k]) for k, spec in specs.items()}
+    if 'tune_seed' in out and out['tune_seed'] in out.get('seeds', ()):
+        raise BadValueError(f"tune_seed={out['tune_seed']} is also in seeds={out['seeds']}; "
+                            "tuning must use a model and forget set of its own")
+    return out
+
 
 # %% ../nbs/00_core.ipynb #8726121c
 def seed_everything(seed:int): # the seed for python, numpy and torch: a non-negative integer

@@ -214,7 +214,7 @@ def _main(argv):
     except KeyboardInterrupt:
         print("unlearnrepro: interrupted; the kernel was shut down", file=sys.stderr, flush=True); return 130
     finally: signal.signal(signal.SIGTERM, old)
-    from unlearnrepro.experiment import collect_claims
+    from unlearnrepro.report import collect_claims
     claims = collect_claims(root/args.preset)
     print(f"all {len(names)} done in {time.time() - t_all:.1f}s; figures and tables in {root/args.preset}"
           + (f"; claims of every paper in {claims}" if claims else ''))
