@@ -84,7 +84,7 @@ def test_population_mia_from_outputs():
     outs['forget'] = _outputs(unsure(20, yf), yf)
     assert population_mia(outs) == {'confidence': 1.0}
     outs['forget'] = _outputs(confident(20, yf), yf)
-    assert population_mia({'outputs': outs}, kind=['confidence', 'correctness'])['confidence'] == 0.0
+    assert population_mia({'outputs': outs}, features=['confidence', 'correctness'])['confidence'] == 0.0
     with pytest.raises(BadValueError, match="no split 'val'"):
         population_mia(outs, test='val')
 

@@ -113,13 +113,13 @@ def _same(f, g) -> bool:
 
 class Registry:
     "A name -> factory mapping with a decorator to add to it and clear errors for unknown names."
-    def __init__(self, kind:str): self.kind, self._d = kind, {}
+    def __init__(self, what:str): self.what, self._d = what, {}  # what the names name, for messages
     def register(self, name:str|None=None):
         "Decorator: add `f` under `name` (default: its `__name__`)."
         def _inner(f):
             n = name or f.__name__
             if n in self._d and not _same(self._d[n], f):
-                raise UnlearnReproError(f"{self.kind} {n!r} is registered twice "
+                raise UnlearnReproError(f"{self.what} {n!r} is registered twice "
                                         f"(by {_ident(self._d[n])[1]} and {_ident(f)[1]})")
             # re-running the cell that registers the same function (or a notebook defining a library's function)
             # replaces it
@@ -128,11 +128,11 @@ class Registry:
         return _inner
     def __getitem__(self, name:str):
         if name not in self._d:
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._d))}")
+            raise UnknownNameError(f"unknown {self.what} {name!r}; choose one of: {', '.join(sorted(self._d))}")
         return self._d[name]
     def __contains__(self, name): return name in self._d
     def names(self): return sorted(self._d)
-    def __repr__(self): return f"Registry({self.kind}: {', '.join(self.names())})"
+    def __repr__(self): return f"Registry({self.what}: {', '.join(self.names())})"
 
 # %% ../nbs/00_core.ipynb #9db807e4
 def _bad_param(name, value, allowed): raise BadValueError(f"parameter {name}={value!r} is not allowed: {allowed}")

@@ -56,14 +56,14 @@ FORGET_KINDS = ('iid', 'non_iid')
 
 def forget_positions(data:DataBundle, # dataset
                      cfg:dict, # the preset config (its 'forget' entry: frac, classes)
-                     kind:str, # 'iid' or 'non_iid'
+                     forget_kind:str, # 'iid' or 'non_iid'
                      seed:int, # seed of the draw
                      cache:Cache|None=None): # stores the positions (.npy)
-    "Positions of the `kind` forget set of `seed`, as the preset defines it."
-    one_of(FORGET_KINDS)('kind', kind)
+    "Positions of the `forget_kind` forget set of `seed`, as the preset defines it."
+    one_of(FORGET_KINDS)('forget_kind', forget_kind)
     kw = dict(frac=cfg['forget']['frac'], seed=seed)
-    if kind == 'non_iid': kw['classes'] = list(cfg['forget']['classes'])
-    return make_forget_set(data, kind, cache, **kw)
+    if forget_kind == 'non_iid': kw['classes'] = list(cfg['forget']['classes'])
+    return make_forget_set(data, forget_kind, cache, **kw)
 
 def scenario_metrics(model:nn.Module, # model to evaluate
                      splits:dict, # {'forget', 'retain', 'test'} -> TensorData
@@ -73,7 +73,7 @@ def scenario_metrics(model:nn.Module, # model to evaluate
 
 def _metrics_of(ev:dict, mia_seed:int) -> dict:
     "`scenario_metrics` from the outputs of `evaluate`."
-    mia = population_mia(ev, kind=['correctness', 'confidence'], seed=mia_seed)
+    mia = population_mia(ev, features=['correctness', 'confidence'], seed=mia_seed)
     return {**{f'{k}_acc': float(v) for k, v in ev['acc'].items()},
             'mia_correctness': float(mia['correctness']), 'mia_confidence': float(mia['confidence'])}
 
@@ -82,48 +82,48 @@ class Scenario:
     "One seed's world: data, original model, forget set, oracle, and the keys that identify them."
     data: DataBundle
     cfg: dict # the preset config it was built from
-    kind: str # forget-set kind
+    forget_kind: str # iid or non_iid (a label when the forget set was given)
     seed: int
     original: nn.Module
     forget_pos: np.ndarray
     retain_pos: np.ndarray
     splits: dict # forget / retain / test TensorData
     oracle_model: nn.Module
-    oracle: dict # scenario_metrics of the oracle
-    reference: dict # the original's train / test accuracy and its scenario_metrics
+    oracle_metrics: dict # scenario_metrics of the oracle
+    original_metrics: dict # the original's train / test accuracy and its scenario_metrics
     keys: dict # {'original': ..., 'forget': ...}: plain dicts for downstream cache keys
     mia_seed: int = 0
     oracle_cost: dict = field(default_factory=dict) # cost of retraining (the oracle): steps, examples and wall seconds
     original_run: dict = field(default_factory=dict) # the original's `fit` run: history, records (e.g. events), seconds
-    def __repr__(self): return (f"Scenario({self.data.name}, {self.kind}, seed {self.seed}: "
+    def __repr__(self): return (f"Scenario({self.data.name}, {self.forget_kind}, seed {self.seed}: "
                                 f"forget {len(self.forget_pos)}, retain {len(self.retain_pos)})")
 
 def make_scenario(data:DataBundle, # dataset
                   cfg:dict, # preset config: model, train, oracle, forget
-                  kind:str, # 'iid' or 'non_iid'
+                  forget_kind:str, # 'iid' or 'non_iid'
                   seed:int, # seeds the original, the forget set and the oracle
                   cache:Cache|None=None, # artifact cache
                   mia_seed:int=0, # seed of the SVC MIA
-                  forget=None, # explicit forget positions (None: preset's `kind` set of `seed`; `kind` is then a label)
+                  forget=None, # explicit forget positions (None: preset's `forget_kind` set of `seed`; `forget_kind` is then a label)
                   record=None): # recorders of the original's training (see `fit`), e.g. ['events']
     "Build (or load) the original model, the forget set and its oracle for one seed."
     seed = check_seed(seed)
     # first: a bad forget set fails before any training
-    f = forget_positions(data, cfg, kind, seed, cache) if forget is None else forget
+    f = forget_positions(data, cfg, forget_kind, seed, cache) if forget is None else forget
     f, r = check_split(f, len(data.train))
     original, run0 = fit(data, cfg['model'], cfg['train'], seed=seed, cache=cache, kind='original', record=record,
                          desc=f'original s{seed}')
     splits = {'forget': data.train.subset(f), 'retain': data.train.subset(r), 'test': data.test}
     oracle, orun = fit(data, cfg['model'], cfg['oracle'], seed=seed, positions=r, cache=cache, kind='oracle',
-                       desc=f'oracle {kind} s{seed}')
+                       desc=f'oracle {forget_kind} s{seed}')
     rc = Recipe(**cfg['oracle']) if isinstance(cfg['oracle'], dict) else cfg['oracle']
     ocost = dict(steps=rc.epochs * math.ceil(len(r) / rc.batch_size), examples=rc.epochs * len(r),
                  seconds=orun['seconds'])
     keys = dict(original=dict(data=data.config, model=cfg['model'], recipe=cfg['train'], seed=seed),
-                forget=dict(kind=kind, seed=seed, n=len(f), pos=content_hash(f)))
+                forget=dict(kind=forget_kind, seed=seed, n=len(f), pos=content_hash(f)))  # cache-key fields keep their names
     # its test_acc is on the same test split
     ref = dict(scenario_metrics(original, splits, mia_seed), train_acc=accuracy(original, data.train))
-    return Scenario(data, cfg, kind, seed, original, f, r, splits, oracle, scenario_metrics(oracle, splits, mia_seed),
+    return Scenario(data, cfg, forget_kind, seed, original, f, r, splits, oracle, scenario_metrics(oracle, splits, mia_seed),
                     ref, keys, mia_seed, ocost, run0)
 
 # %% ../nbs/09_experiment.ipynb #62bef909
@@ -220,18 +220,18 @@ def gap_objective(row:dict, # a run's metrics
 # %% ../nbs/09_experiment.ipynb #ad450fa1
 def scenario_spec(data_cfg:dict, # load_dataset arguments
                   cfg:dict, # preset config (model, train, oracle, forget)
-                  kind:str, # forget-set kind
+                  forget_kind:str, # 'iid' or 'non_iid'
                   seed:int, # scenario seed
                   cache:Cache, # the shared artifact cache
                   mia_seed:int=0, # SVC MIA seed
-                  forget=None, # explicit forget positions (None: the preset's `kind` forget set)
+                  forget=None, # explicit forget positions (None: the preset's `forget_kind` forget set)
                   record=None) -> dict: # recorders of the original's training
     "A plain description of a scenario, enough for any process to rebuild it from the cache; its forget set is drawn (and checked) now, before any training."
-    spec = dict(data=copy.deepcopy(data_cfg), cfg=copy.deepcopy(cfg), kind=kind, seed=check_seed(seed),
+    spec = dict(data=copy.deepcopy(data_cfg), cfg=copy.deepcopy(cfg), forget_kind=forget_kind, seed=check_seed(seed),
                 cache=str(cache.root), mia_seed=mia_seed,
                 forget=None if forget is None else [int(i) for i in forget], record=copy.deepcopy(record))
     d = _dataset(spec['data'])
-    check_split(forget_positions(d, spec['cfg'], kind, spec['seed'], cache) if forget is None else spec['forget'],
+    check_split(forget_positions(d, spec['cfg'], forget_kind, spec['seed'], cache) if forget is None else spec['forget'],
                 len(d.train))
     return spec
 
@@ -246,13 +246,13 @@ def load_scenario(spec:dict) -> Scenario:
     "The scenario of `spec`, built once per process (data and models from the cache)."
     k = canonical_json(spec)
     if k not in _SCENARIOS:
-        _SCENARIOS[k] = make_scenario(_dataset(spec['data']), spec['cfg'], spec['kind'], spec['seed'],
+        _SCENARIOS[k] = make_scenario(_dataset(spec['data']), spec['cfg'], spec['forget_kind'], spec['seed'],
                                       Cache(spec['cache']), spec['mia_seed'], spec.get('forget'), spec.get('record'))
     return _SCENARIOS[k]
 
 def scenario_job(spec:dict) -> dict:
     "Job: build (train and cache) a scenario; returns its oracle and reference metrics."
-    S = load_scenario(spec); return dict(oracle=S.oracle, reference=S.reference)
+    S = load_scenario(spec); return dict(oracle_metrics=S.oracle_metrics, original_metrics=S.original_metrics)
 
 def load_scenarios(specs:dict, # {key: scenario_spec}
                    workers:int=1, # processes that build them side by side (see `run_jobs`)

@@ -147,9 +147,9 @@ def _prob(p, y): return p
 
 def mia_features(probs, # examples x classes softmax probabilities
                  labels, # true labels
-                 kind:str='confidence'): # a name in MIA_FEATURES
-    "The attack feature `kind` per example: shape (n,) for scalar features, (n, classes) for `prob`."
-    f = MIA_FEATURES[kind]
+                 feature:str='confidence'): # a name in MIA_FEATURES
+    "The attack feature `feature` per example: shape (n,) for scalar features, (n, classes) for `prob`."
+    f = MIA_FEATURES[feature]
     p, y = check_probs(probs, labels)
     return f(p, y)
 
@@ -215,11 +215,11 @@ def population_mia(source, # a model, or the result of `evaluate` (or its 'outpu
                    retain='retain', # TensorData (with a model) or the split's name in the outputs
                    test='test', # TensorData (with a model) or the split's name in the outputs
                    forget='forget', # TensorData (with a model) or the split's name in the outputs
-                   kind:str|list='confidence', # a feature name in MIA_FEATURES, or a list of them
+                   features:str|list='confidence', # a feature name in MIA_FEATURES, or a list of them
                    seed:int=0, # seed of the shadow-member draw
                    sampling:str='stratified', # 'stratified' (test's label counts) or 'first' (official code)
                    cache:Cache|None=None): # passed to `evaluate` when `source` is a model
-    "SVC MIA on the forget set with retain (members) vs test (non-members) shadows: a dict feature -> score, for one kind or several."
+    "SVC MIA on the forget set with retain (members) vs test (non-members) shadows: a dict feature -> score, for one feature or several."
     if isinstance(source, nn.Module):
         sp = dict(retain=retain, test=test, forget=forget)
         bad = [k for k, v in sp.items() if not isinstance(v, TensorData)]
@@ -235,9 +235,9 @@ def population_mia(source, # a model, or the result of `evaluate` (or its 'outpu
     def one(k):
         fr, ft, ff = (mia_features(o[s]['probs'], o[s]['y'], k) for s in ('retain', 'test', 'forget'))
         return svc_mia(fr[members], ft, ff)
-    kinds = [kind] if isinstance(kind, str) else list(kind)
-    if not kinds: raise BadValueError('kind is empty; name at least one feature of MIA_FEATURES')
-    return {k: one(k) for k in kinds}
+    names = [features] if isinstance(features, str) else list(features)
+    if not names: raise BadValueError('features is empty; name at least one feature of MIA_FEATURES')
+    return {k: one(k) for k in names}
 
 # %% ../nbs/07_metrics.ipynb #3ca4a1c2
 LOSS_CLAMP = 1e-12  # losses below this are read as it (a float32 loss of exactly 0 has no log)

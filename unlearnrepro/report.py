@@ -368,7 +368,7 @@ GAP_METRICS = ('forget_acc', 'retain_acc', 'test_acc', 'mia_correctness', 'mia_c
 
 def oracle_run(S:Scenario) -> dict:
     "The oracle as a run (Retrain): its metrics and training cost, in the fields of a `run_unlearning` record."
-    return dict(**S.oracle, **{k: float(v) for k, v in S.oracle_cost.items()}, forward_examples=0.0, stopped_early=0.0,
+    return dict(**S.oracle_metrics, **{k: float(v) for k, v in S.oracle_cost.items()}, forward_examples=0.0, stopped_early=0.0,
                 diverged=0.0, budget=1.0)
 
 def runs_table(labels:list, # one dict of labels per run (forget_kind, seed, method, ...)
@@ -396,12 +396,12 @@ def run_flags(rec:dict, # one run's record (metrics and cost)
 
 def reference_table(scenarios:dict) -> pd.DataFrame: # {(forget_kind, seed): Scenario}
     "Per scenario: the original's train / test accuracy, and its and the oracle's forget accuracy (the gap to unlearn)."
-    return pd.DataFrame([dict(forget_kind=k, seed=s, original_train_acc=S.reference['train_acc'],
-                              original_test_acc=S.reference['test_acc'],
-                              original_forget_acc=S.reference['forget_acc'], oracle_forget_acc=S.oracle['forget_acc'],
-                              forget_acc_gap=S.reference['forget_acc'] - S.oracle['forget_acc'],
-                              oracle_retain_acc=S.oracle['retain_acc'],
-                              oracle_test_acc=S.oracle['test_acc']) for (k, s), S in scenarios.items()])
+    return pd.DataFrame([dict(forget_kind=k, seed=s, original_train_acc=S.original_metrics['train_acc'],
+                              original_test_acc=S.original_metrics['test_acc'],
+                              original_forget_acc=S.original_metrics['forget_acc'], oracle_forget_acc=S.oracle_metrics['forget_acc'],
+                              forget_acc_gap=S.original_metrics['forget_acc'] - S.oracle_metrics['forget_acc'],
+                              oracle_retain_acc=S.oracle_metrics['retain_acc'],
+                              oracle_test_acc=S.oracle_metrics['test_acc']) for (k, s), S in scenarios.items()])
 
 def cost_vs_oracle(runs:pd.DataFrame, # runs with forget_kind, seed, steps, examples, seconds
                    scenarios:dict, # {(forget_kind, seed): Scenario}

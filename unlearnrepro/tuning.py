@@ -170,8 +170,8 @@ def tune_job(spec:dict, # scenario to tune on
     # the original's forget accuracy; one example
     if rum_step is None:
         run = lambda hp: (run_unlearning(S, unlearner, localizer, budget, hp, cache=cache, loc_defaults=loc_defaults,
-                                         metrics=metrics), S.reference['forget_acc'])
-        oracle, start, one = S.oracle, S.reference['forget_acc'], 1 / len(S.splits['forget']) + 1e-9
+                                         metrics=metrics), S.original_metrics['forget_acc'])
+        oracle, start, one = S.oracle_metrics, S.original_metrics['forget_acc'], 1 / len(S.splits['forget']) + 1e-9
     else: run, oracle, start, one = _rum_step_run(S, unlearner, rum_step, cache, metrics)
     # something to unlearn: only then is a trial that leaves the forget accuracy a no-op
     movable = abs(start - oracle['forget_acc']) > one
@@ -204,7 +204,7 @@ def _rum_step_run(S:Scenario, unlearner:str, rum_step:dict, cache, metrics):
     if len(done) != k:
         raise BadValueError(f"rum_step: step {k} needs the values of the {k} steps before it, got {len(done)}")
     st_k = S.data.train.subset(np.flatnonzero(np.isin(S.data.train.idx.cpu().numpy(), strata[k])))
-    oracle = dict(S.oracle, forget_acc=accuracy(S.oracle_model, st_k))
+    oracle = dict(S.oracle_metrics, forget_acc=accuracy(S.oracle_model, st_k))
     names = [unlearner] * (k + 1) + [None] * (len(strata) - k - 1)
     def run(hp):
         rhp = dict(strata=strata, unlearners=names, hps=done + [hp] + [{}] * (len(strata) - k - 1),
@@ -230,6 +230,10 @@ def paper_paths(paper:str, # 'del', 'privacy', 'rum'
     "A paper notebook's (cache, results folder `<out_dir>/<preset>/<paper>`, YAML of chosen hyperparameters)."
     return Cache(cache_dir), figures_dir(preset, out_dir, paper), hparams_path(paper, preset, hparams_file)
 
+def _study_scenario(spec:dict) -> dict:
+    "A scenario spec as study names hash it: without the cache folder, and with the forget kind under the field name the stored studies were made with (`kind`), so they resume."
+    return {('kind' if k == 'forget_kind' else k): v for k, v in spec.items() if k != 'cache'}
+
 def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, ...)}
                  hp_file:str|Path, # YAML of the chosen values: read, and rewritten after tuning
                  tune:bool=True, # run (or resume) the searches; False: read `hp_file` only
@@ -252,8 +256,7 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
         # side by side; a shared one once
         run_jobs(scenario_job, [dict(spec=j['spec']) for j in todo.values()], workers, client=client,
                  desc='tuning scenarios')
-        name = study or (lambda key, j:
-                         f"{key}:{config_key('study', {k: v for k, v in j['spec'].items() if k != 'cache'})}")
+        name = study or (lambda key, j: f"{key}:{config_key('study', _study_scenario(j['spec']))}")
         res = run_jobs(job, [dict(j, name=name(key, j), storage=str(storage), **common) for key, j in todo.items()],
                        workers, client=client, desc='tuning')
         chosen.update({key: r['chosen'] for key, r in zip(todo, res)})
