@@ -42,7 +42,7 @@ def test_every_unlearner_runs(setup, name):
     assert m is not s['original'] and _same_state(s['original'], s['state'])  # the input is untouched
     assert not m.training
     assert all(torch.isfinite(p).all() for p in m.parameters())
-    assert isinstance(c, Cost) and c.method == name and c.examples > 0 and c.steps > 0 and c.seconds > 0
+    assert isinstance(c, Cost) and c.unlearner == name and c.examples > 0 and c.steps > 0 and c.seconds > 0
     assert not c.diverged
     out = predict(m, s['dig'].test)
     print(f"{name}: test accuracy {out['correct'].float().mean().item():.3f}, {c.examples} examples, {c.seconds:.2f} s")

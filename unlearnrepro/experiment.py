@@ -21,7 +21,7 @@ from .data import *
 from .models import *
 from .localization import Mask, LOCALIZERS, localize, cached_localize
 from .memorization import holdout_retraining, memorization_like
-from .unlearning import UNLEARNERS, GUARD, RUM_LOG, unlearn, make_hp, search_space, refine
+from .unlearning import UNLEARNERS, GUARD, RUM_LOG, Cost, training_cost, unlearn, make_hp, search_space, refine
 from .metrics import evaluate, population_mia, mean_ci, tow, tow_mia, loss_mia_auc
 
 # %% ../nbs/09_experiment.ipynb #3abbde23
@@ -93,7 +93,7 @@ class Scenario:
     original_metrics: dict # the original's train / test accuracy and its scenario_metrics
     keys: dict # {'original': ..., 'forget': ...}: plain dicts for downstream cache keys
     mia_seed: int = 0
-    oracle_cost: dict = field(default_factory=dict) # cost of retraining (the oracle): steps, examples and wall seconds
+    oracle_cost: Cost = field(default_factory=Cost) # cost of retraining (the oracle): steps, examples and wall seconds
     original_run: dict = field(default_factory=dict) # the original's `fit` run: history, records (e.g. events), seconds
     def __repr__(self): return (f"Scenario({self.data.name}, {self.forget_kind}, seed {self.seed}: "
                                 f"forget {len(self.forget_pos)}, retain {len(self.retain_pos)})")
@@ -117,8 +117,7 @@ def make_scenario(data:DataBundle, # dataset
     oracle, orun = fit(data, cfg['model'], cfg['oracle'], seed=seed, positions=r, cache=cache, kind='oracle',
                        desc=f'oracle {forget_kind} s{seed}')
     rc = Recipe(**cfg['oracle']) if isinstance(cfg['oracle'], dict) else cfg['oracle']
-    ocost = dict(steps=rc.epochs * math.ceil(len(r) / rc.batch_size), examples=rc.epochs * len(r),
-                 seconds=orun['seconds'])
+    ocost = dataclasses.replace(training_cost(len(r), rc.epochs, rc.batch_size), unlearner='retrain', seconds=orun['seconds'])
     keys = dict(original=dict(data=data.config, model=cfg['model'], recipe=cfg['train'], seed=seed),
                 forget=dict(kind=forget_kind, seed=seed, n=len(f), pos=content_hash(f)))  # cache-key fields keep their names
     # its test_acc is on the same test split
@@ -171,7 +170,7 @@ def run_unlearning(S:Scenario, # the scenario
             mask = mask_for(S, localizer, budget, cache, loc_defaults, **loc) if localizer else None
             m, cost = unlearn(unlearner, S.original, S.splits['retain'], S.splits['forget'], mask=mask, seed=S.seed,
                               **hp)
-            c = {k: v for k, v in cost.as_dict().items() if isinstance(v, (int, float, bool))}
+            c = cost.numbers()
             c['budget'] = mask.budget if mask is not None else cost.info.get('mask_budget', 1.0)
             # a method's own numbers per step (RUM's step log), returned with the metrics
             c.update(cost.info.get('log', {}))
@@ -445,7 +444,7 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
                         holdout=torch.as_tensor(ho), forget=torch.as_tensor(f),
                         metrics=scenario_metrics(m, splits, mia_seed),
                         oracle=scenario_metrics(oracle, splits, mia_seed),
-                        cost={n: float(v) for n, v in c.as_dict().items() if isinstance(v, (int, float, bool))},
+                        cost={n: float(v) for n, v in c.numbers().items()},
                         holdout_seconds=float(info['seconds']))
         art = cache.get('rum_sequential', dict(key, step=k), step)
         model = model_for(data, pair_cfg['model']); model.load_state_dict(art['state_dict'])

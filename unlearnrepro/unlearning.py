@@ -26,7 +26,7 @@ from .localization import *
 @dataclass
 class Cost:
     "What one unlearning run spent."
-    method: str = '' # unlearner name
+    unlearner: str = '' # the unlearner's name ('training' for a plain training run)
     steps: int = 0 # parameter updates (optimizer steps; a one-shot update counts 1)
     examples: int = 0 # examples through a forward and a backward pass (all data streams)
     forward_examples: int = 0 # examples through a forward pass only (e.g. SCRUB's teacher)
@@ -44,6 +44,10 @@ class Cost:
                     seconds=f(self.seconds, ref.seconds))
 
     def as_dict(self) -> dict: return asdict(self)
+
+    def numbers(self) -> dict:
+        "The numeric fields (counts, seconds, flags): what a run's record keeps of its cost."
+        return {k: v for k, v in asdict(self).items() if isinstance(v, (int, float, bool))}
 
     def __iadd__(self, other:'Cost') -> 'Cost':
         "Add the cost of a run made after this one (in place): counts and seconds add up, divergence and early stops carry over."
@@ -63,7 +67,7 @@ def training_cost(n:int, # training examples
                   epochs:int, # passes over them
                   batch_size:int) -> Cost: # minibatch size (the last batch may be smaller)
     "The cost of a plain training run that was not executed here (seconds unknown: nan)."
-    return Cost(method='training', steps=epochs * math.ceil(n / batch_size), examples=epochs * n, seconds=float('nan'))
+    return Cost(unlearner='training', steps=epochs * math.ceil(n / batch_size), examples=epochs * n, seconds=float('nan'))
 
 # %% ../nbs/06_unlearning.ipynb #eee75f4c
 def _check_value(where:str, name:str, v, typ, allowed):
@@ -308,7 +312,7 @@ def unlearn(name:str, # a name in UNLEARNERS
     if mask is not None:
         if not isinstance(mask, Mask): raise BadValueError(f"mask must be a Mask, got {type(mask).__name__}")
         mask.check(model)
-    cost, t0 = Cost(method=name), time.perf_counter()
+    cost, t0 = Cost(unlearner=name), time.perf_counter()
     net = copy.deepcopy(model).to(get_device())
     devs = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devs):
