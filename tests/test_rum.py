@@ -25,7 +25,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path, tmp_cache, params, named)
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f'/'tiny'/'rum').exists()  # nothing trained, nothing written
 
 def test_valid_subsets_run_to_the_end(tmp_path):
-    "Another algorithm, memorization and one proxy, the strict retain mode only, no sequential experiment, values from a YAML: runs to the end."
+    "Another unlearner, memorization and one proxy, the strict retain mode only, no sequential experiment, values from a YAML: runs to the end."
     hp = tmp_path/'hp.yaml'
     params = dict(unlearners=['random_label'], refine_by=['memorization', 'holdout_retraining'], proxies=['confidence'], retain_modes=['strict'],
                   seq_pairs=[], hparams_file=str(hp))
@@ -36,7 +36,7 @@ def test_valid_subsets_run_to_the_end(tmp_path):
     assert set(claims.verdict) <= {'holds', 'fails', 'inconclusive'}
     assert not claims.claim.str.contains('progressive').any() and claims.claim.str.contains(r'\[strict\]').any()  # one retain mode: its claims only
     runs = pd.read_csv(d/'all_runs.csv')
-    assert set(runs.algorithm) == {'random_label', 'original'} and not (d/'fig3_sequential.png').exists()
+    assert set(runs.unlearner) == {'random_label', 'original'} and not (d/'fig3_sequential.png').exists()
     assert set(runs.retain_mode) == {'strict', 'none'} and (d/'fig2_tow_strict.png').exists() and not (d/'fig2_tow_progressive.png').exists()
     steps = {f'digits_mlp/random_label/{v}_strict/step{k}' for v in ('rum', 'shuffle') for k in (1, 2, 3)}
     assert set(yaml.safe_load(hp.read_text())) == {'digits_mlp/random_label'} | steps  # seq_pairs=[]: NegGrad+ is not needed, not tuned
@@ -54,7 +54,7 @@ def test_committed_cpu_results_are_complete():
     assert len(orig.pair.unique()) >= 2 and (orig.train_acc >= 0.99).all()  # every original interpolates
     runs = pd.read_csv(d/'all_runs.csv')
     assert sorted(runs.seed.unique()) == [0, 1, 2, 3, 4]
-    assert {'finetune', 'neggrad_plus', 'l1_sparse', 'random_label', 'salun', 'scrub'} <= set(runs.algorithm)
+    assert {'finetune', 'neggrad_plus', 'l1_sparse', 'random_label', 'salun', 'scrub'} <= set(runs.unlearner)
     assert set(runs.variant) >= {'RUM^F', 'vanilla', 'shuffle', 'original'} and runs[runs.group == 'sequential'].step.max() == 5
     rum = runs[runs.variant.isin(['RUM^F', 'shuffle'])]
     assert set(rum.retain_mode) == {'progressive', 'strict'} and set(runs[runs.group == 'stratum'].setting) >= {'fixed', 'tuned'}  # both modes, both budgets
