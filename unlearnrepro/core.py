@@ -347,10 +347,10 @@ def canonical_json(config) -> str:
     "The canonical JSON text of `config`: sorted keys, no spaces."
     return json.dumps(_canon(config), sort_keys=True, separators=(',', ':'), allow_nan=False)
 
-def config_key(kind:str, # what is cached ('model', 'mask', 'forget', ...)
+def config_key(artifact:str, # what is cached ('model', 'mask', 'forget', ...)
                config:dict): # the full config of the computation
-    "Stable hash (hex, 20 chars) of `kind` + the canonical JSON of `config` + the cache format."
-    txt = canonical_json({'kind': kind, 'format': CACHE_FORMAT, 'config': config})
+    "Stable hash (hex, 20 chars) of `artifact` + the canonical JSON of `config` + the cache format."
+    txt = canonical_json({'kind': artifact, 'format': CACHE_FORMAT, 'config': config})
     return hashlib.sha256(txt.encode()).hexdigest()[:20]
 
 # %% ../nbs/00_core.ipynb #989a00bc
@@ -485,9 +485,9 @@ class Cache:
         dev = get_device().type
         return config if dev == 'cpu' or not isinstance(config, dict) else {**config, '_device': dev}
 
-    def path(self, kind:str, config:dict, ext:str='.pt') -> Path:
-        "Where the artifact of `kind` with `config` lives."
-        return self.root/kind/f"{config_key(kind, self.keyed(config))}{ext}"
+    def path(self, artifact:str, config:dict, ext:str='.pt') -> Path:
+        "Where the `artifact` (its folder: 'model', 'mask', ...) with `config` lives."
+        return self.root/artifact/f"{config_key(artifact, self.keyed(config))}{ext}"
 
     def _meta(self, p:Path) -> dict:
         "The sidecar of `p`, checked against the file: readable JSON, right key, size and checksum."
@@ -506,9 +506,9 @@ class Cache:
                                        "(or checksum differs)")
         return meta
 
-    def _load(self, p:Path, kind:str|None=None, config:dict|None=None):
+    def _load(self, p:Path, artifact:str|None=None, config:dict|None=None):
         meta = self._meta(p)
-        if kind is not None and (meta['kind'] != kind or meta.get('config') != _canon(self.keyed(config))):
+        if artifact is not None and (meta['kind'] != artifact or meta.get('config') != _canon(self.keyed(config))):
             raise CorruptArtifactError(f"{p} holds a {meta['kind']!r} artifact for another config than the one "
                                        "asked for; its recorded key does not match")
         try:
@@ -516,13 +516,13 @@ class Cache:
             return _put_back(torch.load(p, map_location='cpu', weights_only=True), meta.get('volatile', []))
         except Exception as e: raise CorruptArtifactError(f"{p} cannot be read back: {e}") from e
 
-    def load(self, kind:str, config:dict, ext:str='.pt',
+    def load(self, artifact:str, config:dict, ext:str='.pt',
              check:Callable|None=None): # `check(value)` raises `CorruptArtifactError` when a stored value is not usable
         "The stored artifact, or `None` when there is none (corruption, and a value `check` refuses, handled per `on_corrupt`)."
-        p = self.path(kind, config, ext)
+        p = self.path(artifact, config, ext)
         if not p.exists(): return None
         try:
-            v = self._load(p, kind, config)
+            v = self._load(p, artifact, config)
             if check is not None:
                 try: check(v)
                 except CorruptArtifactError as e: raise CorruptArtifactError(f"{p} {e}") from e
@@ -532,12 +532,12 @@ class Cache:
             warnings.warn(f"cache: {e}; recomputing it")
             return None
 
-    def save(self, kind:str, config:dict, value, ext:str='.pt') -> Path:
-        "Write `value` with its JSON sidecar (kind, key, config, version, size, checksum, timings); each file atomically, the sidecar first."
-        p = self.path(kind, config, ext)
+    def save(self, artifact:str, config:dict, value, ext:str='.pt') -> Path:
+        "Write `value` with its JSON sidecar (kind: the artifact, key, config, version, size, checksum, timings); each file atomically, the sidecar first."
+        p = self.path(artifact, config, ext)
         value, volatile = _split_volatile(value) if ext != '.npy' else (value, [])
         data = _serialise(value, ext)
-        meta = dict(kind=kind, key=p.stem, config=_canon(self.keyed(config)), version=_version(), format=CACHE_FORMAT,
+        meta = dict(kind=artifact, key=p.stem, config=_canon(self.keyed(config)), version=_version(), format=CACHE_FORMAT,
                     bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
         if volatile: meta['volatile'] = volatile  # measured wall times, kept out of the artifact's bytes
         # sidecar first: a run killed between the two writes leaves a sidecar without its artifact (recomputed),
@@ -547,21 +547,21 @@ class Cache:
         _atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
         return p
 
-    def get(self, kind:str, # what is cached
+    def get(self, artifact:str, # what is cached
             config:dict, # full config; its hash is the key
             compute:Callable[[], Any], # makes the artifact when it is not stored
             ext:str='.pt', # '.pt' (torch.save; tensors / state dicts / dicts of numbers) or '.npy'
             check:Callable|None=None): # `check(value)` raises `CorruptArtifactError` on unusable values (as if damaged)
-        "Load the artifact of `kind` with `config`, computing and storing it when missing, corrupt or refused by `check`."
-        v = self.load(kind, config, ext, check)
+        "Load the `artifact` with `config`, computing and storing it when missing, corrupt or refused by `check`."
+        v = self.load(artifact, config, ext, check)
         if v is not None:
             self.hits += 1
-            if self.verbose: print(f"cache hit: {kind}/{config_key(kind, self.keyed(config))}")
+            if self.verbose: print(f"cache hit: {artifact}/{config_key(artifact, self.keyed(config))}")
             return v
         self.misses += 1
         v = compute()
-        self.save(kind, config, v, ext)
-        return self._load(self.path(kind, config, ext), kind, config)
+        self.save(artifact, config, v, ext)
+        return self._load(self.path(artifact, config, ext), artifact, config)
 
     def __repr__(self): return f"Cache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
 

@@ -391,20 +391,20 @@ def forget_memorization(scores, # memorization score per training example
 
 # %% ../nbs/01_data.ipynb #c318764c
 def make_forget_set(data:DataBundle, # dataset the indices refer to (its train split)
-                    kind:str, # a name in FORGET_SETS: iid, classes, quantile, memorization
+                    builder:str, # a name in FORGET_SETS: iid, non_iid, quantile, memorization
                     cache:Cache|None=None, # where to store the .npy (None: no caching)
                     scores=None, # per-example scores for quantile / memorization
                     **kw): # the builder's arguments (frac, classes, seed, m, where, n, level)
     "Build (or load from the cache) forget positions into `data.train`; validated, sorted, int64."
-    build = FORGET_SETS[kind]
+    build = FORGET_SETS[builder]
     labels = data.train.y.numpy()
-    if kind in ('quantile', 'memorization'):
-        if scores is None: raise BadValueError(f"forget set {kind!r} needs scores (one per training example)")
+    if builder in ('quantile', 'memorization'):
+        if scores is None: raise BadValueError(f"forget set {builder!r} needs scores (one per training example)")
         scores = np.asarray(scores)
         if len(scores) != len(labels): raise BadValueError(f"{len(scores)} scores for {len(labels)} training examples")
         arg = scores
     else: arg = labels
-    cfg = dict(data=data.config, kind=kind, **kw)
+    cfg = dict(data=data.config, kind=builder, **kw)  # cache-key fields keep their names
     if scores is not None: cfg['scores_sha'] = content_hash(scores.astype(np.float64))
     # build first (every builder is cheap): its checks (seed, frac, m, NaN scores, ...) run before the cache is read,
     # so a bad argument fails even where an artifact was stored under it by an older version that did not check it
