@@ -367,22 +367,6 @@ def test_rum_covering_strata_unchanged_and_vanilla(setup):
     assert all(torch.equal(p, q) for p, q in zip(van.state_dict().values(), one.state_dict().values()))
 
 
-def test_shuffle_strata():
-    sts = [[5, 9, 30], [1, 2, 7], [11, 12, 40, 41]]
-    ch = shuffle_strata(sts, 3, seed=0)
-    assert sorted(np.concatenate(ch).tolist()) == sorted(sum(sts, [])) and [len(c) for c in ch] == [4, 3, 3]
-    assert all((np.diff(c) > 0).all() for c in ch)  # each chunk sorted
-    assert [c.tolist() for c in shuffle_strata(sts, 3, seed=0)] == [c.tolist() for c in ch]  # seeded
-    assert [c.tolist() for c in shuffle_strata(np.concatenate(sts), 3, seed=0)] == [c.tolist() for c in ch]  # a flat list: the same
-    assert any(shuffle_strata(sts, 3, seed=s)[0].tolist() != ch[0].tolist() for s in (1, 2, 3))
-    assert len(shuffle_strata(sts, 1)) == 1 and [len(c) for c in shuffle_strata(sts, 10)] == [1] * 10
-    for args, kw, msg in [((sts, 0), {}, 'k=0 is not allowed: it must be an integer in [1, 10]'), ((sts, 11), {}, 'k=11 is not allowed'),
-                          ((sts, 2.0), {}, 'k=2.0 is not allowed'), ((sts,), dict(seed=1.5), 'seed=1.5 is not allowed'),
-                          (([[1, 2], [2]],), {}, 'idx 2 appears 2 times; strata must be disjoint'),
-                          (([[1, 2], [0.5]],), {}, 'strata[1]=[0.5] is not allowed: it must be a 1-d list of integer idx values'),
-                          (([[[1, 2]], [3]],), {}, 'strata[0]=[[1, 2]] is not allowed'), (([],), {}, 'hold no idx value')]:
-        with pytest.raises(UnlearnReproError, match=re.escape(msg)): shuffle_strata(*args, **kw)
-
 
 def test_refine_and_strata_errors(setup):
     "Refinement and strata errors name the value and what is allowed."
