@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['select_trial', 'suggest', 'study_seed', 'make_sampler', 'edge_flags', 'tune', 'save_yaml', 'tune_job', 'hparams_path',
-           'paper_paths', 'tune_methods', 'tuned_values']
+           'paper_paths', 'study_spec', 'tune_methods', 'tuned_values']
 
 # %% ../nbs/09a_tuning.ipynb #50a8b026
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -230,7 +230,7 @@ def paper_paths(paper:str, # 'del', 'privacy', 'rum'
     "A paper notebook's (cache, results folder `<out_dir>/<preset>/<paper>`, YAML of chosen hyperparameters)."
     return Cache(cache_dir), figures_dir(preset, out_dir, paper), hparams_path(paper, preset, hparams_file)
 
-def _study_scenario(spec:dict) -> dict:
+def study_spec(spec:dict) -> dict:
     "A scenario spec as study names hash it: without the cache folder, and with the forget kind under the field name the stored studies were made with (`kind`), so they resume."
     return {('kind' if k == 'forget_kind' else k): v for k, v in spec.items() if k != 'cache'}
 
@@ -256,7 +256,7 @@ def tune_methods(todo:dict, # {method key: tune_job arguments (spec, unlearner, 
         # side by side; a shared one once
         run_jobs(scenario_job, [dict(spec=j['spec']) for j in todo.values()], workers, client=client,
                  desc='tuning scenarios')
-        name = study or (lambda key, j: f"{key}:{config_key('study', _study_scenario(j['spec']))}")
+        name = study or (lambda key, j: f"{key}:{config_key('study', study_spec(j['spec']))}")
         res = run_jobs(job, [dict(j, name=name(key, j), storage=str(storage), **common) for key, j in todo.items()],
                        workers, client=client, desc='tuning')
         chosen.update({key: r['chosen'] for key, r in zip(todo, res)})
