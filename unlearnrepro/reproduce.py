@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'CELL_TIMEOUT', 'RUNNER_PARAMS', 'nbs_dir', 'ExperimentFailed', 'kernel_env', 'notebook_parameters',
-           'check_experiment_params', 'run_experiment', 'notebook_markdown', 'write_readme', 'main']
+           'check_experiment_params', 'run_experiment', 'notebook_markdown', 'write_readme', 'main', 'plan_experiment']
 
 # %% ../nbs/08_reproduce.ipynb #9e88ac04
 import os, sys, time, argparse, ast
@@ -151,6 +151,9 @@ def _parser():
                    help='rewrite the committed YAMLs of tuned values (nbs/hparams/) with this run\'s choices; '
                         'by default they go to the results folder only')
     r.add_argument('--list', action='store_true', help='list the experiments and exit')
+    r.add_argument('--plan', action='store_true',
+                   help='print what each experiment will train and its hours on this machine (a measured batch of '
+                        'each kind of work), and exit without training')
     sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
     return p
 
@@ -163,6 +166,24 @@ def _parse_param(s:str):
     return k.strip(), v
 
 def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
+
+def _print_plans(names, preset, params) -> int:
+    "`--plan`: every experiment's plan, priced on this machine; nothing is trained."
+    import pandas as pd
+    from unlearnrepro.experiment import estimate
+    dev, total = get_device(), 0.0
+    print(f"plan of the {preset!r} preset, priced on {dev} ({'one batch of each kind of work, timed here'})")
+    for n in names:
+        plan = plan_experiment(n, preset, params)
+        if plan is None: print(f"\n{n}: no plan cell (it times its own work)"); continue
+        est = estimate(plan)
+        show = est.assign(model=[m['name'] for m in est.model], data=[d['name'] for d in est.data])
+        cols = ['item', 'count', 'model', 'data', 'epochs', 'n', 'batch', 'cost', 'batches', 's_per_batch', 'hours', 'note']
+        with pd.option_context('display.width', 250, 'display.max_colwidth', 60):
+            print(f"\n{n} ({EXPERIMENTS[n]()['notebook']}): {est.hours.sum():,.2f} h\n{show[cols].to_string(index=False)}")
+        total += est.hours.sum()
+    print(f"\nall: {total:,.2f} h on {dev}; nothing was trained")
+    return 0
 
 def main(argv=None):
     "Entry point of the `unlearnrepro` command."
@@ -196,6 +217,7 @@ def _main(argv):
         if args.cell_timeout is not None: check_number('--cell-timeout', args.cell_timeout, 0)
     except UnlearnReproError as e:
         print(f"unlearnrepro: error: {e}", file=sys.stderr); return 2
+    if args.plan: return _print_plans(names, args.preset, params)
     timeout = 'preset' if args.cell_timeout is None else (args.cell_timeout or None)
     import signal
     old = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the kernel too, as Ctrl-C does
@@ -219,3 +241,23 @@ def _main(argv):
     print(f"all {len(names)} done in {time.time() - t_all:.1f}s; figures and tables in {root/args.preset}"
           + (f"; claims of every paper in {claims}" if claims else ''))
     return 0
+
+# %% ../nbs/08_reproduce.ipynb #ec7de2cd
+def plan_experiment(name:str, # a name in EXPERIMENTS
+                    preset:str='tiny', # a name in PRESETS
+                    parameters:dict|None=None): # NAME -> VALUE, as with -p
+    "The `PLAN` of one experiment notebook (its import, parameters, scale and plan cells run here; nothing trained), or None when it has no plan cell."
+    import nbformat
+    exp = EXPERIMENTS[name](); PRESETS[preset]
+    parameters = dict(parameters or {}); known = check_experiment_params(name, parameters)
+    nb = nbformat.read(str(nbs_dir()/exp['notebook']), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    tagged = lambda t: [c.source for c in code if t in c.metadata.get('tags', [])]
+    if not tagged('plan'): return None
+    ns = {}
+    exec(code[0].source, ns)  # the imports
+    exec(tagged('parameters')[0], ns)
+    ns.update(parameters, preset=preset)
+    if 'passed' in known: ns['passed'] = sorted(parameters)
+    for src in tagged('scale') + tagged('plan'): exec(src, ns)
+    return ns['PLAN']
