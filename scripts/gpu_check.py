@@ -1,11 +1,13 @@
 """The GPU check: the library's tests on CUDA, then the GPU benchmark rows, in one run of at most 8 minutes.
 
-    python scripts/gpu_check.py [--out figures/gpu/benchmarks] [--skip-tests] [--skip-benchmarks] [--quick]
+    python scripts/gpu_check.py [--out figures/gpu/benchmarks] [--skip-tests] [--skip-benchmarks] [--skip-plan] [--quick]
 
 Writes to `--out`: `tests.csv` (every test of chapters 00-09 and its outcome on CUDA), `benchmarks.csv` / `.md` (each
 row: two ways of doing the same work timed in this process, interleaved, their median paired ratio and its target),
-and `machine.csv` (GPU, driver, torch). Data are synthetic CIFAR-shaped tensors (nothing is downloaded); the model is
-the `paper` preset's ResNet-18 (CIFAR stem) with the paper recipe's batch size. Needs a CUDA GPU.
+`plan_paper.txt` (`unlearnrepro reproduce --preset paper --plan` priced on this GPU) and `machine.csv` (GPU, driver,
+torch). Data are synthetic CIFAR-shaped tensors (nothing is downloaded); the model is
+the `paper` preset's ResNet-18 (CIFAR stem) with the paper recipe's batch size, and for the ensemble rows MLPs and
+half-width ResNet-8s (BatchNorm). Needs a CUDA GPU (GPU_CHECK_SMOKE=1 runs a tiny version on the CPU).
 """
 import os, sys, time, json, copy, argparse, platform, subprocess, statistics
 from pathlib import Path
@@ -13,12 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIB_TESTS = ['tests/test_core.py', 'tests/test_data.py', 'tests/test_models.py', 'tests/test_privacy.py', 'tests/test_memorization.py',
              'tests/test_localization.py', 'tests/test_unlearning.py', 'tests/test_metrics.py', 'tests/test_experiment.py',
-             'tests/test_params.py', 'tests/test_inputs.py']
+             'tests/test_params.py', 'tests/test_inputs.py', 'tests/test_grad_norms.py']
 
 
 def run_tests(out:Path, workers:int=8) -> dict:
     "The library chapters' test files and notebooks (00-09) on CUDA; every test's outcome to tests.csv."
-    nbs = sorted(p.stem for p in (ROOT/'nbs').glob('0[0-9]_*.ipynb'))
+    nbs = sorted(p.stem for p in (ROOT/'nbs').glob('0[0-9]*_*.ipynb'))
     ids = LIB_TESTS + [f'tests/test_notebooks.py::test_notebook[{n}]' for n in nbs]
     env = dict(os.environ, UNLEARNREPRO_DEVICE='cuda', UNLEARNREPRO_QUIET='1', MPLBACKEND='Agg', UNLEARNREPRO_CACHE='/tmp/gpu_check_cache')
     xml = out/'junit.xml'
@@ -91,7 +93,7 @@ def benchmarks(out:Path, quick:bool=False):
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     set_deterministic(True)
     compare('train(), ResNet-18 batch 128 (deterministic mode)', 'a plain loop, data already on the GPU (deterministic mode)', ours, bare,
-            target=1.05, ratio_is='cost', note=f'{n} synthetic 3x32x32 images, one epoch')
+            target=1.05, ratio_is='cost', note=f'{n} synthetic 3x32x32 images, one epoch; train() moves them to the GPU once per call and reads the loss once per epoch')
     # the deterministic mode's price: the plain loop with and without it
     def bare_fast(): set_deterministic(False); bare(); set_deterministic(True)
     compare('plain loop, deterministic mode on', 'the same loop with it off (cuDNN autotuning, atomics)', bare, bare_fast, ratio_is='cost',
@@ -112,8 +114,11 @@ def benchmarks(out:Path, quick:bool=False):
     def batch_fb():
         for _ in range(k // rc.batch_size):
             m.zero_grad(set_to_none=True); F.cross_entropy(m(xb), yb).backward()
-    compare('per_example_grad_norms, ResNet-18 (default chunk bound)', f'one batched forward + backward over the same {k} examples', norms, batch_fb,
+    compare('per_example_grad_norms, ResNet-18 (ghost norms, the default)', f'one batched forward + backward over the same {k} examples', norms, batch_fb,
             target=3, ratio_is='cost', note='target from the GPU issue: at most 3x the per-example cost of batched training')
+    def norms_vmap(): per_example_grad_norms(m, sub, method='vmap')
+    compare('per_example_grad_norms, ResNet-18, ghost norms', 'the vmap path (default chunk bound)', norms, norms_vmap,
+            note='both paths of the library on the same examples')
     # fit_many: K MLPs as one vmap ensemble against one after another
     K = 4 if smoke else 16 if quick else 64
     xs = torch.randn(2000, 1, 8, 8, generator=g); ys = torch.randint(0, 10, (2000,), generator=g)
@@ -124,6 +129,26 @@ def benchmarks(out:Path, quick:bool=False):
     compare(f'fit_many vmap ensemble, K = {K} MLPs', f'{K} MLPs one after another (serial)',
             lambda: fit_many(bundle, mlp, mrc, runs, backend='vmap', members=K), lambda: fit_many(bundle, mlp, mrc, runs, backend='serial'),
             target=10, ratio_is='speedup', note='2,000 synthetic 8x8 images, 70 % subsets, 5 epochs')
+    # fit_many: K half-width ResNet-8s (BatchNorm in every block) as one vmap ensemble against one after another. On the CPU
+    # (the smoke run) fit_many trains BatchNorm models one by one, so there both sides call the engines directly.
+    Kb = 4 if smoke else 32 if quick else 64
+    nb = 256 if smoke else 2000
+    yb = torch.randint(0, 10, (nb,), generator=g)
+    xb = torch.randn(nb, 3, 32, 32, generator=g) + torch.randn(10, 3, 32, 32, generator=g)[yb]  # learnable: class means
+    bn_bundle = DataBundle('synthetic_bn', TensorData(xb, yb), TensorData(xb[:500], yb[:500]), 10, 3, 32, dict(name='synthetic_bn', n=nb))
+    # (smoke: batch 16, so that 2 epochs are enough steps for the running statistics; fewer leave the eval-mode model collapsed)
+    brc = Recipe(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=16 if smoke else 128, schedule='cosine')
+    bruns = [dict(seed=i, positions=np.sort(np.random.default_rng(i).choice(nb, int(0.7 * nb), replace=False))) for i in range(Kb)]
+    res8 = {'name': 'resnet_cifar', 'depth': 8, 'width': 0.5}
+    if dev.type == 'cuda':
+        ens_bn = lambda: fit_many(bn_bundle, res8, brc, bruns, backend='vmap', members=Kb)
+        ser_bn = lambda: fit_many(bn_bundle, res8, brc, bruns, backend='serial')
+    else:
+        from unlearnrepro.models import _train_chunk
+        ens_bn = lambda: _train_chunk(bn_bundle, res8, brc, bruns, 'ensemble')
+        ser_bn = lambda: [_train_chunk(bn_bundle, res8, brc, [r], 'single') for r in bruns]
+    compare(f'fit_many vmap ensemble, K = {Kb} ResNet-8 (half width, BatchNorm)', f'{Kb} ResNet-8 one after another (serial)', ens_bn, ser_bn,
+            target=10, ratio_is='speedup', note=f'{nb:,} synthetic 3x32x32 images, 70 % subsets, 2 epochs, batch {brc.batch_size}; each member its own BatchNorm statistics')
     res = pd.DataFrame(rows)
     res.to_csv(out/'benchmarks.csv', index=False)
     (out/'benchmarks.md').write_text(res.to_markdown(index=False, floatfmt='.4g') + '\n')
@@ -133,7 +158,7 @@ def benchmarks(out:Path, quick:bool=False):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT/'figures'/'gpu'/'benchmarks'))
-    ap.add_argument('--skip-tests', action='store_true'); ap.add_argument('--skip-benchmarks', action='store_true'); ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--skip-tests', action='store_true'); ap.add_argument('--skip-benchmarks', action='store_true'); ap.add_argument('--skip-plan', action='store_true'); ap.add_argument('--quick', action='store_true')
     a = ap.parse_args(argv)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -145,6 +170,11 @@ def main(argv=None):
     print('tests:', tests, flush=True)
     os.environ.setdefault('UNLEARNREPRO_QUIET', '1')
     if not a.skip_benchmarks: benchmarks(out, a.quick)
+    if not a.skip_plan:  # the paper preset's plan priced on this GPU (one measured batch per kind of work; nothing trained)
+        r = subprocess.run([sys.executable, '-c', 'import sys; from unlearnrepro.reproduce import main; sys.exit(main(sys.argv[1:]))',
+                            'reproduce', '--preset', 'paper', '--plan'], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, UNLEARNREPRO_QUIET='1'))
+        (out/'plan_paper.txt').write_text(r.stdout + (f'\n(exit {r.returncode})\n' + r.stderr[-3000:] if r.returncode else ''))
+        print(r.stdout[-2000:], flush=True)
     import pandas as pd
     pd.DataFrame([dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (smoke run)', nvidia_smi=smi, torch=torch.__version__, cuda=torch.version.cuda,
                        cudnn=torch.backends.cudnn.version(), python=platform.python_version(), cpus=os.cpu_count(),

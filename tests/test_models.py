@@ -27,7 +27,7 @@ def client():
 
 @pytest.mark.parametrize('model_cfg,members', [(MLP, 3), ({'name': 'cnn_small', 'width': 4}, 32)])
 def test_dask_is_bit_identical_to_in_process(client, tmp_path, model_cfg, members):
-    "Ensembles (MLP, chunks of 3) and single models with BatchNorm (small CNN) give the same bits on 2 workers as here."
+    "Ensembles (MLP, chunks of 3) and models with BatchNorm (small CNN: one by one on the CPU, ensembles on a GPU) give the same bits on 2 workers as here."
     set_threads(1)  # the workers run one torch thread each; so does this process
     dig = load_dataset('digits')
     runs = _runs(len(dig.train), 5)
@@ -249,3 +249,93 @@ def test_stale_diverged_model_in_the_cache_is_recomputed(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter('error'); fit(*args, seed=0, cache=c)  # and now a plain hit
     assert c.hits == 1
+
+
+def _f64(data):
+    "The dataset with float64 inputs (train in float64 with torch.set_default_dtype(torch.float64))."
+    from dataclasses import replace
+    from unlearnrepro.data import TensorData
+    return replace(data, train=TensorData(data.train.x.double(), data.train.y, data.train.idx),
+                   test=TensorData(data.test.x.double(), data.test.y, data.test.idx))
+
+
+def test_batchnorm_ensemble_is_each_model_trained_alone():
+    "A ResNet-8 (BatchNorm in every block) as a 3-member ensemble: each member's weights, running statistics, batch count and history are its model's trained alone (float64: see chapter 02 on float32)."
+    from unlearnrepro.models import _fit_ensemble, _train_ensemble, train, model_for, predict
+    dig = _f64(load_dataset('digits'))
+    cfg, rc = {'name': 'resnet_cifar', 'depth': 8, 'width': 0.5}, Recipe(epochs=2, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64)
+    runs = _runs(len(dig.train), 3)
+    torch.set_default_dtype(torch.float64)
+    try:
+        _, P, B, H = _fit_ensemble(dig, cfg, rc, runs)
+        outs = _train_ensemble(dig, cfg, rc, runs)
+        alone = [train(model_for(dig, cfg, seed=r['seed']), dig.train.subset(r['positions']), rc, seed=r['seed']) for r in runs]
+    finally: torch.set_default_dtype(torch.float32)
+    assert {n for n in B if n.endswith('running_var')} == {n for n, _ in alone[0][0].named_buffers() if n.endswith('running_var')}
+    for k, (m, h) in enumerate(alone):
+        for n, v in m.state_dict().items():
+            got = (P | B)[n][k]
+            if n.endswith('num_batches_tracked'): assert int(got) == int(v) == 2 * -(-len(runs[k]['positions']) // 64), n  # one per step
+            else: assert (got - v).abs().max() <= 1e-10 * max(v.abs().max().item(), 1e-3), n
+        assert [(a['epoch'], a['lr'], a['acc']) for a in H[k]] == [(b['epoch'], b['lr'], b['acc']) for b in h]
+        assert max(abs(a['loss'] - b['loss']) for a, b in zip(H[k], h)) < 1e-12
+        assert torch.allclose(outs[k]['train_probs'], predict(m, dig.train)['probs'].float(), atol=1e-6)  # eval mode: its own statistics
+
+
+def test_ensemble_divergence_names_the_member():
+    "A non-finite loss (found at the end of the epoch) and non-finite BatchNorm statistics in an ensemble name the member's seed."
+    from unlearnrepro.models import _fit_ensemble
+    dig = load_dataset('digits')
+    with pytest.raises(RunFailedError, match=r'ensemble member seed \d+: the loss became (nan|inf|-inf) in epoch 0; lower the learning rate'):
+        fit_many(dig, MLP, Recipe(epochs=2, lr=1e6, batch_size=64), _runs(len(dig.train), 2), backend='vmap')
+    from dataclasses import replace
+    from unlearnrepro.data import TensorData
+    huge = replace(dig, train=TensorData(dig.train.x * 1e20, dig.train.y))  # finite loss, infinite running variances
+    with pytest.raises(FloatingPointError, match=r'ensemble member seed 0: the buffer 1.running_var \(BatchNorm statistics\) became non-finite in epoch 0'):
+        _fit_ensemble(huge, {'name': 'cnn_small', 'width': 4}, Recipe(epochs=1, lr=0.01, batch_size=64), _runs(len(dig.train), 2))
+
+
+def _env_of_workers():  # run on each worker
+    return os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('UNLEARNREPRO_THREADS'), os.environ.get('MALLOC_TRIM_THRESHOLD_')
+
+
+def test_several_gpus_one_worker_each(monkeypatch):
+    "With several GPUs (faked here: the workers only read CUDA_VISIBLE_DEVICES) dask_client starts one worker per GPU, each seeing only its own."
+    import unlearnrepro.models as M
+    monkeypatch.setattr(M, '_visible_gpus', lambda: ['3', '5'])  # as CUDA_VISIBLE_DEVICES=3,5 would name them
+    monkeypatch.setattr(M, '_have_dask_cuda', lambda: False)
+    c, close = dask_client()
+    try:
+        env = c.run(_env_of_workers)
+        assert sorted(env.values()) == [('3', '1', None), ('5', '1', None)], env
+        info = c.scheduler_info()
+        assert [w['nthreads'] for w in info['workers'].values()] == [1, 1]
+        assert all(a.startswith('tcp://127.0.0.1:') for a in [info['address'], *info['workers']]), info['address']  # this machine only
+    finally:
+        for x in close: x.close()
+
+
+class _FakeCUDACluster:
+    "Stands in for dask_cuda.LocalCUDACluster: records its arguments and, like it, gives its workers an environment of its own."
+    seen = {}
+    def __new__(cls, CUDA_VISIBLE_DEVICES, **kw):
+        from distributed import LocalCluster
+        cls.seen = dict(CUDA_VISIBLE_DEVICES=CUDA_VISIBLE_DEVICES, **kw)
+        return LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40,
+                            env={'UNLEARNREPRO_THREADS': 'auto'})
+
+
+def test_dask_cuda_cluster_gets_our_worker_environment(monkeypatch):
+    "dask_cuda's cluster sets its workers' environment itself (CUDA_VISIBLE_DEVICES only): dask_client puts ours back on them."
+    import types
+    import unlearnrepro.models as M
+    monkeypatch.setitem(sys.modules, 'dask_cuda', types.SimpleNamespace(LocalCUDACluster=_FakeCUDACluster))
+    monkeypatch.setattr(M, '_visible_gpus', lambda: ['3', '5'])
+    monkeypatch.setattr(M, '_have_dask_cuda', lambda: True)
+    c, close = dask_client()
+    try:
+        assert _FakeCUDACluster.seen['CUDA_VISIBLE_DEVICES'] == '3,5' and _FakeCUDACluster.seen['threads_per_worker'] == 1
+        assert list(c.run(_env_of_workers).values()) == [(None, '1', None)]
+        assert list(c.run(torch.get_num_threads).values()) == [1]
+    finally:
+        for x in close: x.close()

@@ -112,10 +112,10 @@ def make_scenario(data:DataBundle, # dataset
     # first: a bad forget set fails before any training
     f = forget_positions(data, cfg, forget_kind, seed, cache) if forget is None else forget
     f, r = check_split(f, len(data.train))
-    original, run0 = fit(data, cfg['model'], cfg['train'], seed=seed, cache=cache, kind='original', record=record,
+    original, run0 = fit(data, cfg['model'], cfg['train'], seed=seed, cache=cache, artifact='original', record=record,
                          desc=f'original s{seed}')
     splits = {'forget': data.train.subset(f), 'retain': data.train.subset(r), 'test': data.test}
-    oracle, orun = fit(data, cfg['model'], cfg['oracle'], seed=seed, positions=r, cache=cache, kind='oracle',
+    oracle, orun = fit(data, cfg['model'], cfg['oracle'], seed=seed, positions=r, cache=cache, artifact='oracle',
                        desc=f'oracle {forget_kind} s{seed}')
     rc = Recipe(**cfg['oracle']) if isinstance(cfg['oracle'], dict) else cfg['oracle']
     ocost = dataclasses.replace(training_cost(len(r), rc.epochs, rc.batch_size), unlearner='retrain', seconds=orun['seconds'])
@@ -380,7 +380,7 @@ def load_original(spec:dict):
     k = canonical_json(spec)
     if k not in _ORIGINALS:
         d = _dataset(spec['data'])
-        m, run = fit(d, spec['model'], spec['recipe'], spec['seed'], cache=Cache(spec['cache']), kind='original',
+        m, run = fit(d, spec['model'], spec['recipe'], spec['seed'], cache=Cache(spec['cache']), artifact='original',
                      record=spec['record'])
         _ORIGINALS[k] = (d, m, run)
     return _ORIGINALS[k]
@@ -422,7 +422,7 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
         raise BadValueError(f"hp as a list ({len(hp)} dicts) is one dict per stratum of 'rum' (3); "
                             "vanilla takes one dict")
     data, cache = load_dataset(**data_cfg), Cache(cache_root)
-    model, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, cache=cache, kind='original', record=record)
+    model, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, cache=cache, artifact='original', record=record)
     key = dict(data=data.config, model=pair_cfg['model'], recipe=pair_cfg['train'], record=record, seed=seed, mode=mode,
                unlearner=unlearner, hp=hp, n_per=n_per, retain_mode=retain_mode, mia_seed=mia_seed,
                **({'rum_log': RUM_LOG} if mode == 'rum' else {}))
@@ -439,7 +439,7 @@ def seq_chain(data_cfg:dict, # load_dataset arguments
                                  unlearners=[unlearner], hps=hp if isinstance(hp, list) else [hp],
                                  retain_mode=retain_mode)
             oracle, _ = fit(data, pair_cfg['model'], pair_cfg['train'], seed, positions=rest, cache=cache,
-                            kind='oracle')
+                            artifact='oracle')
             splits = {'forget': forget, 'retain': retain, 'test': data.test}
             return dict(state_dict={n: v.detach().cpu() for n, v in m.state_dict().items()},
                         holdout=torch.as_tensor(ho), forget=torch.as_tensor(f),

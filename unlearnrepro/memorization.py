@@ -405,7 +405,7 @@ class ScoreSetup:
     def original(self):
         "(model, run) of the original training, with the 'events' and 'curvature' recorders."
         return self._once('original', lambda: fit(self.data, self.model_cfg, self.recipe, self.seed, cache=self.cache,
-                                                  record={'events': {}, 'curvature': self.curvature}, kind='original'))
+                                                  record={'events': {}, 'curvature': self.curvature}, artifact='original'))
     def events(self) -> dict: return self.original()[1]['records']['events']
     def memorization(self) -> MemorizationEstimate:
         return self._once('mem', lambda: memorization_scores(self.data, self.model_cfg, self.recipe, self.k, self.frac,

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['MODELS', 'OPTIMIZERS', 'SCHEDULES', 'RECORDERS', 'create_model', 'model_for', 'n_params', 'BasicBlock', 'ResNetCifar',
-           'Recipe', 'lr_at', 'Step', 'StopTraining', 'check_fits', 'train', 'predict', 'accuracy', 'eval_mode',
-           'per_example_grads', 'per_example_grad_norms', 'grad_sum', 'Recorder', 'create_recorder', 'epoch_list',
-           'LearningEvents', 'Checkpoints', 'GradNorms', 'make_recorders', 'check_positions', 'check_not_collapsed',
-           'fit', 'RunFailedError', 'ensemble_ok', 'dask_client', 'dask_map', 'fit_many']
+           'Recipe', 'lr_at', 'Step', 'StopTraining', 'check_fits', 'train', 'predict', 'accuracy', 'ghost_covered',
+           'ghost_grad_norms', 'eval_mode', 'per_example_grads', 'per_example_grad_norms', 'grad_sum', 'Recorder',
+           'create_recorder', 'epoch_list', 'LearningEvents', 'Checkpoints', 'GradNorms', 'make_recorders',
+           'check_positions', 'check_not_collapsed', 'fit', 'RunFailedError', 'ensemble_ok', 'cluster_spec',
+           'dask_client', 'dask_map', 'fit_many']
 
 # %% ../nbs/02_models.ipynb #d88b4263
 import os, sys, math, time, copy, warnings
@@ -190,6 +191,32 @@ class StopTraining(Exception):
 
 def _hooks(h): return [] if h is None else (list(h) if isinstance(h, (list, tuple)) else [h])
 
+def _loss_error(desc, value, epoch):
+    return FloatingPointError(f"{desc}: the loss became {value} in epoch {epoch}; lower the learning rate")
+
+def _on_device(data:TensorData, # examples
+               device) -> tuple: # where training runs
+    "`(x, y)` of `data` moved to a CUDA `device` when they fit in a quarter of its free memory, else as they are."
+    dev = torch.device(device)
+    if dev.type != 'cuda' or data.x.device.type == 'cuda': return data.x, data.y
+    if data.x.nbytes + data.y.nbytes > torch.cuda.mem_get_info(dev)[0] // 4: return data.x, data.y
+    return data.x.to(dev), data.y.to(dev)
+
+def _epoch_stats(losses:list, # one mean loss per step: device scalars, or K-vectors for K models
+                 correct:list, # correct predictions per step, the same shape
+                 sizes:list) -> tuple: # examples per step
+    "Per model: the epoch's mean loss and accuracy (one read from the device), and its first non-finite loss `(k, value)`."
+    if not losses: return [0.0], [0.0], None
+    L = torch.stack(losses).detach().double().cpu().reshape(len(losses), -1)  # steps x models
+    tot = torch.zeros(L.shape[1], dtype=torch.float64)
+    for row, n in zip(L, sizes): tot = tot + row * n  # in step order, in float64: a Python running sum's bits
+    seen, C = sum(sizes), torch.stack(correct).cpu().reshape(len(correct), -1).sum(0)
+    bad = ~torch.isfinite(L)
+    if bad.any():  # the first step with a non-finite loss, and in it the first model
+        s = int(bad.any(1).nonzero()[0]); k = int(bad[s].nonzero()[0]); bad = (k, L[s, k].item())
+    else: bad = None
+    return [v / seen for v in tot.tolist()], [c / seen for c in C.tolist()], bad
+
 def _batches(n, bs, g=None):
     order = torch.randperm(n, generator=g) if g is not None else torch.arange(n)
     return order.split(bs)
@@ -234,20 +261,24 @@ def train(model:nn.Module, # model to train in place
     opt = OPTIMIZERS[recipe.optimizer](list(params if params is not None else model.parameters()), recipe, seed=seed)
     g, hist, steps = make_generator(seed), [], 0
     step_hooks, epoch_hooks = _hooks(on_step), _hooks(on_epoch)
+    # host code that runs at every step (hooks, before_step) never sees a non-finite loss: checked at each step then;
+    # otherwise once at the end of the epoch, so that nothing waits for the device in between
+    each_step = bool(step_hooks) or before_step is not None
+    xs, ys = _on_device(data, device)
     for epoch in progress(range(recipe.epochs), desc=desc, leave=False):
         lr = lr_at(recipe, epoch)
         for grp in opt.param_groups: grp['lr'] = lr
-        model.train(); tot, correct, seen = 0.0, 0, 0
+        model.train(); run = ([], [], [])  # this epoch's losses and correct counts (device scalars), batch sizes
         for b in _batches(len(data), recipe.batch_size, g):
             if keep is not None:  # the same batches as on all of `data`, minus the examples not kept
                 b = b[keep[b]]
                 if len(b) == 0: continue
-            xb, yb, ib = data.x[b].to(device), data.y[b].to(device), data.idx[b]
+            bd = b.to(xs.device, non_blocking=True)
+            xb, yb, ib = xs[bd].to(device, non_blocking=True), ys[bd].to(device, non_blocking=True), data.idx[b]
             if loss_fn is None: out = model(xb); losses = F.cross_entropy(out, yb, reduction='none')
-            else: out, losses = loss_fn(model, xb, yb, ib.to(device))
+            else: out, losses = loss_fn(model, xb, yb, ib.to(device, non_blocking=True))
             loss = losses.mean()
-            if not torch.isfinite(loss): raise FloatingPointError(f"{desc}: the loss became {loss.item()} "
-                                                                  f"in epoch {epoch}; lower the learning rate")
+            if each_step and not torch.isfinite(loss): raise _loss_error(desc, loss.item(), epoch)
             opt.zero_grad(set_to_none=True); loss.backward()
             # noisy optimizers (SGLD) add their noise here, before any mask
             if hasattr(opt, 'perturb_grads'): opt.perturb_grads()
@@ -257,12 +288,14 @@ def train(model:nn.Module, # model to train in place
                 try:
                     for h in step_hooks: h(s)
                 except StopTraining:  # the model stays as it was before this step
-                    hist.append(dict(epoch=epoch, lr=lr, loss=tot / max(seen, 1), acc=correct / max(seen, 1),
-                                     stopped=True))
+                    (l,), (a,), _ = _epoch_stats(*run)
+                    hist.append(dict(epoch=epoch, lr=lr, loss=l, acc=a, stopped=True))
                     return model, hist
             opt.step(); steps += 1
-            tot += loss.item() * len(b); seen += len(b); correct += (out.argmax(1) == yb).sum().item()
-        hist.append(dict(epoch=epoch, lr=lr, loss=tot / max(seen, 1), acc=correct / max(seen, 1)))
+            run[0].append(loss.detach()); run[1].append((out.argmax(1) == yb).sum()); run[2].append(len(b))
+        (l,), (a,), bad = _epoch_stats(*run)
+        if bad is not None: raise _loss_error(desc, bad[1], epoch)
+        hist.append(dict(epoch=epoch, lr=lr, loss=l, acc=a))
         bad = [n for n, v in model.named_buffers() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad: raise FloatingPointError(f"{desc}: the buffer {bad[0]} (BatchNorm statistics) became non-finite "
                                          f"in epoch {epoch}; lower the learning rate")
@@ -290,6 +323,183 @@ def predict(model:nn.Module, # model to evaluate (put in eval mode, restored aft
 def accuracy(model:nn.Module, data:TensorData) -> float:
     "Top-1 accuracy in eval mode."
     return predict(model, data)['correct'].float().mean().item()
+
+# %% ../nbs/02_models.ipynb #f562d9d7
+from collections import Counter
+from torch.nn.modules.batchnorm import _BatchNorm
+
+def _gtrainable(p): return p is not None and p.requires_grad
+
+def _gchunks(n, per_example_bytes, max_bytes):
+    "Slices of range(n) holding at most max_bytes of per-example intermediates each (at least one example)."
+    step = max(1, int(max_bytes // max(1, per_example_bytes)))
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+def _guse_ghost(T, d_in, d_out, mode):
+    "Ghost (T x T Grams, B T^2 (d_in+d_out) flops) rather than explicit (d_out x d_in, B T d_in d_out flops)?"
+    return mode == 'ghost' or (mode == 'auto' and T * (d_in + d_out) < d_in * d_out)
+
+def _ghost_sq(a, g):
+    "sum_{t,s} (a_t.a_s)(g_t.g_s) = ||g^T a||_F^2 per example, for a: b x T x d_in, g: b x T x d_out."
+    return ((a @ a.mT) * (g @ g.mT)).sum((1, 2))
+
+def _glinear(m, a, g, mode, max_bytes):
+    a, g = a.reshape(len(a), -1, a.shape[-1]), g.reshape(len(g), -1, g.shape[-1])  # B x T x d
+    (B, T, d_in), d_out, s = a.shape, g.shape[-1], 0
+    if _gtrainable(m.bias): s = s + g.sum(1).square().sum(1)
+    if _gtrainable(m.weight):
+        if T == 1: return s + a.square().sum((1, 2)) * g.square().sum((1, 2))  # rank one: ||g||^2 ||a||^2
+        ghost = _guse_ghost(T, d_in, d_out, mode)
+        per_ex = a.element_size() * (2 * T * T if ghost else d_in * d_out)
+        s = s + torch.cat([_ghost_sq(a[c], g[c]) if ghost else (g[c].mT @ a[c]).square().sum((1, 2))
+                           for c in _gchunks(B, per_ex, max_bytes)])
+    return s
+
+def _gconv(m, a, g, mode, max_bytes):
+    (B, C), (O, L), nd = a.shape[:2], g.flatten(2).shape[1:], a.ndim - 2
+    k, s = m.kernel_size, 0
+    if _gtrainable(m.bias): s = s + g.flatten(2).sum(2).square().sum(1)
+    if not _gtrainable(m.weight): return s
+    d_in = m.weight[0].numel()
+    ghost = _guse_ghost(L, d_in, O, mode)
+    per_ex = a.element_size() * ((d_in * L + 2 * L * L) if ghost else 2 * d_in * O)
+    # zero padding goes to the kernel; any other ('same', reflect, circular, ...) is applied explicitly first
+    pad = 0 if ghost or m.padding_mode != 'zeros' or isinstance(m.padding, str) else m.padding
+    out = []
+    for c in _gchunks(B, per_ex, max_bytes):
+        x, gc, b = a[c], g[c], len(g[c])
+        if pad == 0 and any(m._reversed_padding_repeated_twice):
+            x = F.pad(x, m._reversed_padding_repeated_twice,
+                      mode='constant' if m.padding_mode == 'zeros' else m.padding_mode)
+        if ghost:  # the patches: b x C k k x L (1-d convolutions as 2-d ones of height 1)
+            ud = lambda t: (1,) + t if nd == 1 else t
+            A = F.unfold(x.unsqueeze(2) if nd == 1 else x, ud(k), dilation=ud(m.dilation), stride=ud(m.stride))
+            out.append(_ghost_sq(A.mT, gc.flatten(2).mT))
+        else:  # explicit: the per-example weight gradients b x O x C x k..., as ONE weight-gradient convolution
+               # with the batch folded into the channels (groups = b); faster than unfold + bmm on the CPU
+            dw = torch.ops.aten.convolution_backward(
+                gc.reshape(1, b * O, *gc.shape[2:]), x.reshape(1, b * C, *x.shape[2:]),
+                x.new_empty(1).expand(b * O, C, *k), None, m.stride, pad if pad else (0,) * nd, m.dilation,
+                False, (0,) * nd, b, (False, True, False))[1]
+            out.append(dw.reshape(b, -1).square().sum(1))
+    return s + torch.cat(out)
+
+def _gaffine(m, g, x_hat, last):
+    "out = x_hat * w + b, with w, b on the channel dim 1 (last=False) or on the last dims (last=True)."
+    B, n = len(g), (m.weight if m.weight is not None else m.bias).numel()
+    r = (lambda t: t.reshape(B, -1, n).sum(1)) if last else (lambda t: t.reshape(B, n, -1).sum(2))
+    s = 0
+    if _gtrainable(m.weight): s = s + r(g * x_hat).square().sum(1)
+    if _gtrainable(getattr(m, 'bias', None)): s = s + r(g).square().sum(1)
+    return s
+
+def _gbn(m, a, g, mode, max_bytes):
+    shape = (1, -1) + (1,) * (a.ndim - 2)
+    x_hat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
+    return _gaffine(m, g, x_hat.to(g.dtype), last=False)
+
+def _gln(m, a, g, mode, max_bytes): return _gaffine(m, g, F.layer_norm(a, m.normalized_shape, eps=m.eps), True)
+def _grms(m, a, g, mode, max_bytes): return _gaffine(m, g, F.rms_norm(a, m.normalized_shape, eps=m.eps), True)
+def _ggn(m, a, g, mode, max_bytes): return _gaffine(m, g, F.group_norm(a, m.num_groups, eps=m.eps), False)
+
+# module class -> squared norm of the module's own trainable parameters, given (module, input, output grad)
+_GHOST_RULES = {nn.Linear: _glinear, nn.Conv1d: _gconv, nn.Conv2d: _gconv, _BatchNorm: _gbn, nn.LayerNorm: _gln,
+          nn.GroupNorm: _ggn, nn.RMSNorm: _grms}
+
+def _grule(m):
+    "The rule for `m`, or None when `m` is not covered (unknown class, overridden forward, groups > 1, ...)."
+    for cls, f in _GHOST_RULES.items():
+        if isinstance(m, cls) and type(m).forward is cls.forward: break
+    else: return None
+    if f is _gconv and m.groups != 1: return None
+    if f is _gbn and (not m.track_running_stats or m.running_mean is None): return None  # batch statistics
+    return f
+
+def _gplan(model):
+    "{module: rule} for the modules owning trainable parameters, or None if one is not covered."
+    ids = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False) if p.requires_grad)
+    if any(c > 1 for c in ids.values()): return None  # a parameter registered twice (tied weights)
+    plan = {}
+    for m in model.modules():
+        own = {n for n, p in m.named_parameters(recurse=False) if p.requires_grad}
+        if not own: continue
+        f = _grule(m)
+        if f is None or not own <= {'weight', 'bias'}: return None
+        plan[m] = f
+    return plan
+
+def ghost_covered(model:nn.Module) -> bool:
+    "Whether every trainable parameter of `model` sits in a module these hooks cover (a static check)."
+    return _gplan(model) is not None
+
+def _gedge_counts(fn):
+    "How many autograd-graph edges reach each leaf tensor (keyed by id) in the graph below node `fn`."
+    uses, seen, todo = Counter(), set(), [fn] if fn is not None else []
+    while todo:
+        for nxt, _ in todo.pop().next_functions:
+            if nxt is None: continue
+            if hasattr(nxt, 'variable'): uses[id(nxt.variable)] += 1  # AccumulateGrad of a leaf
+            elif nxt not in seen: seen.add(nxt); todo.append(nxt)
+    return uses
+
+def _gsq_norms(model, plan, x, y, mode, max_bytes):
+    "Squared per-example gradient norms (float64) of one batch, or None if the forward is not covered."
+    B, sq, bad = len(x), torch.zeros(len(x), dtype=torch.float64, device=x.device), []
+    calls, fired = Counter(), set()
+    def fwd(m, inp, out):
+        calls[m] += 1
+        a = inp[0] if inp else None
+        if (calls[m] > 1 or not torch.is_tensor(a) or not torch.is_tensor(out) or a.ndim < 2 or out.ndim < 2
+                or a.shape[0] != B or out.shape[0] != B): bad.append(m); return
+        if not out.requires_grad: return
+        a = a.detach(); v = a._version
+        def bwd(g):  # g = dL/dout, as it was before any later in-place op on `out`
+            if a._version != v: bad.append(m); return  # the kept input was modified in place since
+            sq.add_(plan[m](m, a, g.detach(), mode, max_bytes).to(sq.dtype)); fired.add(m)
+        out.register_hook(bwd)
+    handles = [m.register_forward_hook(fwd) for m in plan]
+    try:
+        xg = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(xg), y, reduction='sum')  # example i's output grad = its own gradient
+        uses = _gedge_counts(loss.grad_fn)
+        for m in plan:  # each used parameter: reached by one graph edge, from its own module's single call
+            for p in m.parameters(recurse=False):
+                if p.requires_grad and uses[id(p)] and (uses[id(p)] > 1 or calls[m] != 1): return None
+        if bad: return None
+        if loss.requires_grad: torch.autograd.grad(loss, xg, allow_unused=True)  # fires the output hooks
+        if bad: return None
+        for m in plan:  # a module whose parameters are in the graph but whose output grad never arrived
+            if m not in fired and any(p.requires_grad and uses[id(p)] for p in m.parameters(recurse=False)):
+                return None
+    finally:
+        for h in handles: h.remove()
+    return sq
+
+def ghost_grad_norms(model:nn.Module, # classifier; put in eval mode during the call, its mode restored after
+                     x:torch.Tensor, # inputs, B x ... (floating point)
+                     y:torch.Tensor, # integer labels, B
+                     mode:str='auto', # Linear on 3-d+ inputs and Conv: 'auto' (fewer flops), 'ghost' or 'explicit'
+                     batch_size:int=256, # examples per forward/backward
+                     max_bytes:int=2**28) -> torch.Tensor|None: # bound on one layer's per-chunk intermediates
+    """L2 norm of every example's cross-entropy gradient over the trainable parameters, in eval mode: a tensor of
+    B on x's device in x's dtype; None if some trainable parameter is not covered (then use the vmap path)."""
+    if mode not in ('auto', 'ghost', 'explicit'):
+        raise BadValueError(f"mode={mode!r} is not allowed; choose 'auto', 'ghost' or 'explicit'")
+    if len(x) != len(y): raise BadValueError(f"x and y differ in length: {len(x)}, {len(y)}")
+    if not x.is_floating_point(): return None
+    plan = _gplan(model)
+    if plan is None: return None
+    out, was = [], model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            for i in range(0, len(x), batch_size):
+                s = _gsq_norms(model, plan, x[i:i + batch_size], y[i:i + batch_size], mode, max_bytes)
+                if s is None: return None
+                out.append(s)
+    finally: model.train(was)
+    return torch.cat(out).sqrt().to(x.dtype) if out else x.new_zeros(0)
+
 
 # %% ../nbs/02_models.ipynb #b3ebd723
 def _ce1(model, params, buffers, x, y):
@@ -326,10 +536,20 @@ def per_example_grads(model:nn.Module, # model (BatchNorm in eval mode during th
 
 def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode during the call)
                            data:TensorData, # examples
-                           batch_size:int=256, # examples per vmap chunk at most
-                           max_bytes:int=2**28) -> torch.Tensor: # bound on the gradient memory of one chunk
+                           batch_size:int=256, # examples per chunk at most
+                           max_bytes:int=2**28, # bound on the gradient memory of one chunk
+                           method:str='auto') -> torch.Tensor: # 'ghost', 'vmap' or 'auto' (ghost where it covers)
     "L2 norm of every example's loss gradient over all trainable parameters: a CPU tensor of len(data)."
     from torch.func import vmap, grad
+    if method not in ('auto', 'ghost', 'vmap'):
+        raise BadValueError(f"method={method!r} is not allowed; choose 'auto', 'ghost' or 'vmap'")
+    if method != 'vmap':
+        dev = next(model.parameters()).device
+        r = ghost_grad_norms(model, data.x.to(dev), data.y.to(dev), batch_size=batch_size, max_bytes=max_bytes)
+        if r is not None: return r.float().cpu()
+        if method == 'ghost':
+            raise BadValueError(f"method='ghost' cannot compute the norms of {type(model).__name__}: a trainable "
+                                "parameter sits outside the layers it covers, or is used twice; use 'auto' or 'vmap'")
     ps = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     fixed = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     bufs, dev = dict(model.named_buffers()), next(model.parameters()).device
@@ -505,7 +725,7 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         seed:int=0, # seeds both the initialisation and the shuffling
         positions=None, # training positions to use (default: all), e.g. a retain set
         cache:Cache|None=None, # artifact cache (None: no caching)
-        kind:str='model', # cache folder, e.g. 'original' or 'oracle'
+        artifact:str='model', # the cache's name (and folder) for it, e.g. 'original' or 'oracle'
         record=None, # recorders: a list of names or {name: options} (see RECORDERS)
         desc:str='train', # progress-bar label
         order_of=None): # positions of a run whose shuffled batches to share, minus those not in `positions` (None: own)
@@ -539,7 +759,7 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
         if bad: raise FloatingPointError(f"{desc}: {bad[0]} became non-finite; lower the learning rate")
         return dict(state_dict=st, history=h, seconds=time.perf_counter() - t0,
                     records={n: r.result() for n, r in recs.items()})
-    art = cache.get(kind, cfg, compute, check=_usable_model) if cache else compute()
+    art = cache.get(artifact, cfg, compute, check=_usable_model) if cache else compute()
     model.load_state_dict(art['state_dict']); model.to(get_device())
     return model, dict(history=art['history'], records=art.get('records', {}),
                        seconds=float(art.get('seconds', float('nan'))), positions=pos)
@@ -548,11 +768,26 @@ def fit(data:DataBundle, # dataset; trains on data.train[positions]
 class RunFailedError(RuntimeError):
     "One run of `fit_many` failed; the message names the run and the reason."
 
+def _ensemble_why_not(model, recipe, device) -> str|None:
+    "Why `fit_many` does not train this model as `vmap` ensembles on `device` (None: it does)."
+    if recipe.optimizer != 'sgd': return f"optimizer {recipe.optimizer!r} is not 'sgd'"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return "the model has dropout"
+    held = [m for m in model.modules() if list(m.buffers(recurse=False))]
+    # a BatchNorm's running statistics are stacked like the weights; momentum=None (a cumulative average) reads
+    # num_batches_tracked as a Python number, which a vmap-ed member cannot; other buffers: semantics unknown
+    if any(not isinstance(m, nn.modules.batchnorm._BatchNorm) or m.momentum is None for m in held):
+        return "the model has buffers other than the running statistics of BatchNorm layers with a momentum"
+    if held and torch.device(device or get_device()).type != 'cuda':
+        return ("the model has BatchNorm, and conv nets train as ensembles only on a GPU: on the CPU an ensemble "
+                "does the same arithmetic with worse cache use, no faster than one model after another")
+    return None
+
 def ensemble_ok(model:nn.Module, # an instance of the architecture
-                recipe:Recipe) -> bool: # the training recipe
-    "Can this model train as a `vmap` ensemble? (no buffers such as BatchNorm statistics, no dropout, plain SGD)"
-    drop = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
-    return recipe.optimizer == 'sgd' and not list(model.buffers()) and not drop
+                recipe:Recipe, # the training recipe
+                device=None) -> bool: # where it trains (default `get_device()`)
+    "Does `fit_many` train this model in `vmap` ensembles? Plain SGD, no dropout, buffers only BatchNorm's, on a GPU."
+    return _ensemble_why_not(model, recipe, device) is None
 
 def _check_runs(runs, n):
     if not isinstance(runs, (list, tuple)) or not runs:
@@ -580,52 +815,64 @@ def _train_single(data, model_cfg, recipe, run):
     return [dict(train_probs=_probs(m, data.train), test_probs=_probs(m, data.test), history=h,
                  seconds=time.perf_counter() - t0)]
 
-def _train_ensemble(data, model_cfg, recipe, runs, chunk_eval:int=1024):
-    "K models of equal subset size trained as one vmap ensemble; a list of per-member outputs."
+def _fit_ensemble(data, model_cfg, recipe, runs):
+    "K models of equal subset size trained as one vmap ensemble: `(base, params, buffers, histories)`, stacked K x ..."
     from torch.func import stack_module_state, functional_call, vmap, grad_and_value
-    t0, K, dev = time.perf_counter(), len(runs), get_device()
-    n = len(runs[0]['positions'])
+    K, dev, n = len(runs), get_device(), len(runs[0]['positions'])
     members = [model_for(data, model_cfg, seed=r['seed']).to(dev) for r in runs]
-    params, _ = stack_module_state(members)
+    params, buffers = stack_module_state(members)  # buffers: each member's own BatchNorm statistics
     params = {k: v.detach().clone() for k, v in params.items()}
-    base = copy.deepcopy(members[0]).to('meta'); del members
-    def loss1(p, x, y):
-        out = functional_call(base, p, (x,)); return F.cross_entropy(out, y), out
+    base = copy.deepcopy(members[0]).to('meta').train(); del members
+    def loss1(p, b, x, y):  # in train mode BatchNorm updates the member's statistics in `b` in place
+        out = functional_call(base, (p, b), (x,)); return F.cross_entropy(out, y), out
     step = vmap(grad_and_value(loss1, has_aux=True))
+    xs, ys = _on_device(data.train, dev)
     pos = torch.stack([torch.as_tensor(r['positions']) for r in runs])  # K x n
     gens = [make_generator(r['seed']) for r in runs]
-    bufs, hist = None, [[] for _ in runs]
+    mom, hist = None, [[] for _ in runs]  # SGD's momentum buffers
     for epoch in progress(range(recipe.epochs), desc=f'ensemble of {K}', leave=False):
         lr = lr_at(recipe, epoch)
         order = torch.stack([torch.randperm(n, generator=g) for g in gens])  # each member's own shuffling
-        tot, correct = torch.zeros(K, dtype=torch.float64), torch.zeros(K, dtype=torch.long)
+        run = ([], [], [])  # losses and correct counts per step (K-vectors on the device), batch sizes
         for cols in torch.arange(n).split(recipe.batch_size):
-            rows = torch.gather(pos, 1, order[:, cols])  # K x B training positions
-            xb, yb = data.train.x[rows].to(dev), data.train.y[rows].to(dev)
-            grads, (loss, out) = step(params, xb, yb)
-            if not torch.isfinite(loss).all():
-                k = int((~torch.isfinite(loss)).nonzero()[0]); r = runs[k]
-                raise FloatingPointError(f"ensemble member seed {r['seed']}: the loss became {loss[k].item()} "
-                                         f"in epoch {epoch}; lower the learning rate")
+            rows = torch.gather(pos, 1, order[:, cols]).to(xs.device, non_blocking=True)  # K x B training positions
+            xb, yb = xs[rows].to(dev, non_blocking=True), ys[rows].to(dev, non_blocking=True)
+            grads, (loss, out) = step(params, buffers, xb, yb)
             # torch.optim.SGD: d = g + wd p; buf = d (first step), else momentum buf + d; p -= lr buf
             with torch.no_grad():
-                first = bufs is None
-                if first: bufs = {}
+                first = mom is None
+                if first: mom = {}
                 for k, p in params.items():
                     d = grads[k]
                     if recipe.weight_decay: d = d.add(p, alpha=recipe.weight_decay)
                     if recipe.momentum:
-                        if first: bufs[k] = d.clone()
-                        else: bufs[k].mul_(recipe.momentum).add_(d)
-                        d = bufs[k]
+                        if first: mom[k] = d.clone()
+                        else: mom[k].mul_(recipe.momentum).add_(d)
+                        d = mom[k]
                     p.add_(d, alpha=-lr)
-            tot += loss.detach().double().cpu() * len(cols); correct += (out.argmax(-1) == yb).sum(1).cpu()
-        for k in range(K): hist[k].append(dict(epoch=epoch, lr=lr, loss=tot[k].item() / n, acc=correct[k].item() / n))
-    fwd = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, None))
+            run[0].append(loss.detach()); run[1].append((out.argmax(-1) == yb).sum(1)); run[2].append(len(cols))
+        mean, acc, bad = _epoch_stats(*run)  # one read per epoch; a non-finite loss is caught here
+        if bad is not None: raise _loss_error(f"ensemble member seed {runs[bad[0]]['seed']}", bad[1], epoch)
+        for name, v in buffers.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                k = int((~torch.isfinite(v.flatten(1))).any(1).nonzero()[0])
+                raise FloatingPointError(f"ensemble member seed {runs[k]['seed']}: the buffer {name} (BatchNorm "
+                                         f"statistics) became non-finite in epoch {epoch}; lower the learning rate")
+        for k in range(K): hist[k].append(dict(epoch=epoch, lr=lr, loss=mean[k], acc=acc[k]))
+    return base, params, buffers, hist
+
+def _train_ensemble(data, model_cfg, recipe, runs, chunk_eval:int=1024):
+    "K models of equal subset size trained as one vmap ensemble; a list of per-member outputs."
+    from torch.func import functional_call, vmap
+    t0, K, dev = time.perf_counter(), len(runs), get_device()
+    base, params, buffers, hist = _fit_ensemble(data, model_cfg, recipe, runs)
+    base.eval()  # every member with its own running statistics
+    fwd = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))
+    c = min(chunk_eval, 4 * recipe.batch_size)  # K x c examples per call: about a training step's memory, not K x 1024
     @torch.no_grad()
     def probs(d):
-        return torch.cat([fwd(params, d.x[b].to(dev)).float().softmax(-1).cpu()
-                          for b in torch.arange(len(d)).split(chunk_eval)], 1)
+        return torch.cat([fwd(params, buffers, d.x[b].to(dev)).float().softmax(-1).cpu()
+                          for b in torch.arange(len(d)).split(c)], 1)
     ptr, pte = probs(data.train), probs(data.test)
     secs = (time.perf_counter() - t0) / K
     return [dict(train_probs=ptr[k].contiguous(), test_probs=pte[k].contiguous(), history=hist[k], seconds=secs)
@@ -638,7 +885,7 @@ def _chunks(runs, engine, members):
     for i, r in enumerate(runs): by_n.setdefault(len(r['positions']), []).append(i)
     return [g[j:j + members] for g in by_n.values() for j in range(0, len(g), members)]
 
-def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='many', threads=None):
+def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, artifact='many', threads=None):
     "Train one chunk of runs (in this process or on a Dask worker); store each run in the cache; return their outputs."
     if threads is not None: set_threads(threads)
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
@@ -653,7 +900,7 @@ def _train_chunk(data, model_cfg, recipe, runs, engine, cache_root=None, kind='m
     except FloatingPointError as e: raise RunFailedError(f"fit_many: {e}") from e
     if cache_root is not None:
         c = Cache(cache_root)
-        for r, o in zip(runs, outs): c.save(kind, _many_key(data, model_cfg, recipe, r, engine), o)
+        for r, o in zip(runs, outs): c.save(artifact, _many_key(data, model_cfg, recipe, r, engine), o)
     return outs
 
 _TRIM_CHECKED = set()
@@ -678,11 +925,63 @@ def _spawn_bootstrap() -> bool:
     # the flag multiprocessing's own check of this case reads
     return bool(getattr(mp.current_process(), '_inheriting', False))
 
+def cluster_spec(n_gpus:int, # CUDA GPUs this process sees (0 when training runs on the CPU)
+                 workers:int|None=None, # workers asked for (None: one per GPU; with 0 or 1 GPU one per core)
+                 have_dask_cuda:bool=False, # whether `dask_cuda` can be imported
+                 cores:int|None=None) -> dict: # CPU cores (None: `os.cpu_count()`)
+    "The local cluster `dask_client` starts: `cluster` ('local', 'dask_cuda' or 'per_gpu'), `workers`, each worker's GPU."
+    n_gpus = check_int('n_gpus', n_gpus, 0)
+    if workers is not None: workers = check_int('workers', workers, 1)
+    if n_gpus <= 1:  # the CPU, or one GPU that every worker shares: one-thread workers, one per core
+        return dict(cluster='local', workers=workers or cores or os.cpu_count() or 1, gpus=None)
+    w = workers or n_gpus  # several GPUs: worker i on GPU i (round robin when more workers than GPUs)
+    return dict(cluster='dask_cuda' if have_dask_cuda and w <= n_gpus else 'per_gpu', workers=w,
+                gpus=[i % n_gpus for i in range(w)])
+
+def _visible_gpus() -> list:
+    "The CUDA devices training may use here, as `CUDA_VISIBLE_DEVICES` names them ([] on the CPU)."
+    if os.environ.get('UNLEARNREPRO_DEVICE') == 'cpu' or not torch.cuda.is_available(): return []
+    n, vis = torch.cuda.device_count(), os.environ.get('CUDA_VISIBLE_DEVICES')
+    return [d.strip() for d in vis.split(',')][:n] if vis else [str(i) for i in range(n)]
+
+def _have_dask_cuda() -> bool:
+    import importlib.util
+    return importlib.util.find_spec('dask_cuda') is not None
+
+def _worker_env(env:dict):
+    "Run on a worker whose cluster replaced its environment (dask_cuda): ours again, and its torch threads."
+    os.environ.update(env); set_threads()
+
+def _start_cluster(spec:dict, # from `cluster_spec`
+                   env:dict, # environment of every worker
+                   devices:list|None=None): # CUDA_VISIBLE_DEVICES names of the GPUs `spec['gpus']` counts
+    "Start the cluster `spec` describes; each GPU worker sees only its own GPU (as cuda:0)."
+    from distributed import LocalCluster, SpecCluster, Scheduler, Nanny
+    if spec['cluster'] == 'local':
+        return LocalCluster(n_workers=spec['workers'], threads_per_worker=1, processes=True, dashboard_address=None,
+                            env=env, silence_logs=40)
+    devs = [devices[i] for i in spec['gpus']]
+    if spec['cluster'] == 'dask_cuda':  # its workers get CPU affinity to their GPU; it sets their environment itself
+        from dask_cuda import LocalCUDACluster
+        cl = LocalCUDACluster(CUDA_VISIBLE_DEVICES=','.join(devs), threads_per_worker=1, dashboard_address=None,
+                              silence_logs=40)
+        try:
+            from distributed import Client
+            with Client(cl) as c: c.run(_worker_env, env)
+        except Exception: cl.close(); raise
+        return cl
+    # as a LocalCluster: on this machine only (127.0.0.1), no dashboards, one thread per worker
+    opts = dict(host='127.0.0.1', nthreads=1, dashboard=False, silence_logs=40)
+    ws = {f'gpu{i}': dict(cls=Nanny, options=dict(opts, env={**env, 'CUDA_VISIBLE_DEVICES': d}))
+          for i, d in enumerate(devs)}
+    return SpecCluster(workers=ws, silence_logs=40, scheduler=dict(cls=Scheduler, options=dict(
+        host='127.0.0.1', port=0, dashboard=False, dashboard_address=None)))
+
 def dask_client(client=None, # an existing dask.distributed Client (returned as is)
-                workers:int|None=None): # LocalCluster size (default: one worker per core)
-    "The client to use and what to close afterwards: `client`, one for $UNLEARNREPRO_DASK_SCHEDULER, or a LocalCluster of one-thread workers."
+                workers:int|None=None): # local cluster size (default: one worker per GPU, else one per core)
+    "The client to use and what to close afterwards: `client`, one for $UNLEARNREPRO_DASK_SCHEDULER, or a local cluster."
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
     if client is not None: _trim_warning(client); return client, []
     if _spawn_bootstrap(): raise RuntimeError("a Dask worker process is starting and ran the main script again "
                                               f"from the top. {_GUARD_HINT}")
@@ -692,12 +991,12 @@ def dask_client(client=None, # an existing dask.distributed Client (returned as 
     env = {'UNLEARNREPRO_THREADS': '1', **dict.fromkeys(THREAD_VARS, '1'), 'UNLEARNREPRO_QUIET': '1'}
     for k in ('UNLEARNREPRO_CACHE', 'UNLEARNREPRO_DATA', 'UNLEARNREPRO_DOWNLOAD', 'UNLEARNREPRO_DEVICE'):
         if os.environ.get(k): env[k] = os.environ[k]
-    n = check_int('workers', workers, 1) if workers is not None else (os.cpu_count() or 1)
+    gpus = _visible_gpus()
+    spec = cluster_spec(len(gpus), workers, _have_dask_cuda())
     # Dask's nanny starts its workers (and sets in this process) MALLOC_TRIM_THRESHOLD_=65536; any fixed threshold turns
     # off glibc's adaptive mmap threshold, and a ResNet-8 epoch then takes 5.2 s instead of 2.2 s. Keep glibc's default.
     with dask.config.set({'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None}):
-        try: cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
-                                    silence_logs=40)
+        try: cluster = _start_cluster(spec, env, gpus)
         except Exception as e: raise RuntimeError(f"could not start a local Dask cluster ({type(e).__name__}: {e}). "
                                                   f"If this runs from a script: {_GUARD_HINT}") from e
     c = Client(cluster); return c, [c, cluster]
@@ -741,7 +1040,7 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
              backend:str='auto', # 'serial', 'vmap', 'dask' or 'auto'
              client=None, # a dask.distributed Client (backend 'dask'/'auto')
              members:int=32, # runs per vmap ensemble at most
-             kind:str='many', # cache folder
+             artifact:str='many', # the cache's name (and folder) for the runs
              desc:str='fit_many'): # progress-bar label
     "Train one model per run; returns per run {seed, positions, train_probs, test_probs, history, seconds, cached}, in the order of `runs`."
     recipe = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
@@ -750,17 +1049,16 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
     members = check_int('members', members, 1)
     runs = _check_runs(runs, len(data.train))
     m0 = model_for(data, model_cfg, seed=0); check_fits(m0, data.train, f"the train split of {data.name}")
-    can_vmap = ensemble_ok(m0, recipe)
+    why_not = _ensemble_why_not(m0, recipe, None); can_vmap = why_not is None
     if backend == 'vmap' and not can_vmap:
-        raise BadValueError(f"backend='vmap' needs a model without BatchNorm or dropout and optimizer 'sgd'; "
-                            f"{model_cfg} with {recipe.optimizer!r} is not; use 'serial' or 'dask'")
+        raise BadValueError(f"backend='vmap' is not allowed for {model_cfg}: {why_not}; use 'serial' or 'auto'")
     if backend == 'auto': backend = ('dask' if (client is not None or os.environ.get('UNLEARNREPRO_DASK_SCHEDULER'))
                                      else ('vmap' if can_vmap else 'serial'))
     engine = 'ensemble' if (can_vmap and backend in ('vmap', 'dask')) else 'single'
     out = [None] * len(runs)
     if cache is not None:
         for i, r in enumerate(runs):
-            v = cache.load(kind, _many_key(data, model_cfg, recipe, r, engine))
+            v = cache.load(artifact, _many_key(data, model_cfg, recipe, r, engine))
             if v is not None: out[i] = dict(v, cached=True)
     todo = [i for i in range(len(runs)) if out[i] is None]
     chunks = [[todo[j] for j in ch] for ch in _chunks([runs[i] for i in todo], engine, members)]
@@ -772,11 +1070,11 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
     try:
         if backend == 'dask' and chunks:
             jobs = [dict(model_cfg=model_cfg, recipe=asdict(recipe), runs=[runs[i] for i in ch], engine=engine,
-                         cache_root=root, kind=kind, threads=1) for ch in chunks]
+                         cache_root=root, artifact=artifact, threads=1) for ch in chunks]
             dask_map(_train_chunk, jobs, lambda j, outs: done(chunks[j], outs), client, shared=dict(data=data),
                      fail=lambda j, e: e if isinstance(e, RunFailedError) else RunFailedError(
                          f"fit_many: a Dask task for runs {chunks[j]} failed: {type(e).__name__}: {e}"))
         else:
-            for ch in chunks: done(ch, _train_chunk(data, model_cfg, recipe, [runs[i] for i in ch], engine, root, kind))
+            for ch in chunks: done(ch, _train_chunk(data, model_cfg, recipe, [runs[i] for i in ch], engine, root, artifact))
     finally: bar.close()
     return [dict(seed=r['seed'], positions=r['positions'], engine=engine, **o) for r, o in zip(runs, out)]
