@@ -249,3 +249,16 @@ def test_committed_cpu_privacy_results_are_complete():
     assert steps.seed.nunique() >= 3 and (steps.ended <= steps.planned).all()  # several originals; no run past its budget
     claims = pd.read_csv(d/'claims.csv', keep_default_na=False)
     assert (claims.test != 'point estimate (no paired test yet)').all() and set(claims.verdict) <= {'holds', 'fails', 'inconclusive', 'n/a'}
+
+
+def test_plan_prints_every_experiment_and_writes_nothing(tmp_path, tmp_cache):
+    "`--plan` lists each experiment's work with its hours on this machine, exits 0, and trains, caches and writes nothing."
+    def untracked(): return subprocess.run(['git', 'status', '--porcelain', '--untracked-files=all'], cwd=ROOT, capture_output=True, text=True).stdout
+    before = untracked()
+    r = _cli('reproduce', '--plan', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ('quickstart', 'del', 'privacy', 'rum'): assert f"\n{name} (" in r.stdout, (name, r.stdout[-3000:])
+    assert 'benchmarks: no plan cell' in r.stdout and 'nothing was trained' in r.stdout
+    assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f').exists() and not (tmp_path/'r').exists()
+    assert untracked() == before  # not even an output folder in the checkout
+    assert _cli('reproduce', '--plan', '--only', 'quickstart', '-p', 'seed=[0]').returncode == 2  # bad parameters: exit 2, as without --plan
