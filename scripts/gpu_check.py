@@ -171,9 +171,10 @@ def main(argv=None):
     os.environ.setdefault('UNLEARNREPRO_QUIET', '1')
     if not a.skip_benchmarks: benchmarks(out, a.quick)
     if not a.skip_plan:  # the paper preset's plan priced on this GPU (one measured batch per kind of work; nothing trained)
+        preset = 'tiny' if os.environ.get('GPU_CHECK_SMOKE') == '1' else 'paper'  # the smoke run on a CPU: the small plan
         r = subprocess.run([sys.executable, '-c', 'import sys; from unlearnrepro.reproduce import main; sys.exit(main(sys.argv[1:]))',
-                            'reproduce', '--preset', 'paper', '--plan'], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, UNLEARNREPRO_QUIET='1'))
-        (out/'plan_paper.txt').write_text(r.stdout + (f'\n(exit {r.returncode})\n' + r.stderr[-3000:] if r.returncode else ''))
+                            'reproduce', '--preset', preset, '--plan'], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, UNLEARNREPRO_QUIET='1'))
+        (out/f'plan_{preset}.txt').write_text(r.stdout + (f'\n(exit {r.returncode})\n' + r.stderr[-3000:] if r.returncode else ''))
         print(r.stdout[-2000:], flush=True)
     import pandas as pd
     pd.DataFrame([dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (smoke run)', nvidia_smi=smi, torch=torch.__version__, cuda=torch.version.cuda,
