@@ -279,6 +279,8 @@ def _fraction(v, name):
 
 def _accs(a, name):
     if isinstance(a, dict):
+        if all(f'{k}_acc' in a for k in TOW_SPLITS) and not any(k in a for k in TOW_SPLITS):  # a metrics record
+            a = {k: a[f'{k}_acc'] for k in TOW_SPLITS}
         miss = [k for k in TOW_SPLITS if k not in a]
         if miss: raise BadValueError(f"{name} has no accuracy for {miss}; it needs keys {list(TOW_SPLITS)}")
         vals = [a[k] for k in TOW_SPLITS]
@@ -287,7 +289,7 @@ def _accs(a, name):
         if len(vals) != 3: raise BadValueError(f"{name} must hold 3 accuracies (forget, retain, test), got {len(vals)}")
     return [_fraction(v, f"{name}[{k!r}]") for k, v in zip(TOW_SPLITS, vals)]
 
-def tow(acc_u, # forget / retain / test accuracy of the unlearned model (dict or triple)
+def tow(acc_u, # forget / retain / test accuracy of the unlearned model (a dict, a metrics record with *_acc keys, or a triple)
         acc_rt): # the same for the oracle
     "RUM's tug-of-war: product over forget, retain, test of (1 - |acc_u - acc_rt|)."
     u, r = _accs(acc_u, 'acc_u'), _accs(acc_rt, 'acc_rt')

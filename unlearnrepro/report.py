@@ -7,7 +7,7 @@ __all__ = ['CLAIM_COLUMNS', 'GAP_METRICS', 'summarise', 'fmt_ci', 'ci_lines', 'c
            'claims_table', 'plural', 'save_claims', 'collect_claims', 'Verdict', 'mde_paired', 'paired_verdict',
            'verdict_of_all', 'spearman_verdict', 'censored_trend_verdict', 'oracle_run', 'runs_table', 'run_flags',
            'reference_table', 'cost_vs_oracle', 'best_of', 'flags_of', 'recovered_of', 'if_recovered', 'smallest_abs',
-           'check_written']
+           'tow_columns', 'check_written']
 
 # %% ../nbs/09b_report.ipynb #640016ab
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -457,6 +457,15 @@ def smallest_abs(t:pd.DataFrame, # one row per method
     a = t.set_index(name)[col].abs(); d = a[[m for m in a.index if m.startswith(who)]].iloc[0]
     return d <= a.min() + 1e-9, (f"smallest |Δ| {a.min() * 100:.2f} pp ({', '.join(a[a <= a.min() + 1e-9].index)}); "
                                  f"{who} {d * 100:.2f} pp")
+
+def tow_columns(runs:pd.DataFrame) -> pd.DataFrame: # runs with *_acc, mia_confidence and the same with oracle_
+    "The runs with RUM's ToW and ToW-MIA against each run's own oracle columns (NaN for a run with non-finite outputs)."
+    recs, pre = runs.to_dict('records'), 'oracle_'
+    orc = lambda d: {k[len(pre):]: v for k, v in d.items() if k.startswith(pre)}
+    ok = lambda d: d.get('nonfinite', 0) != 1
+    return runs.assign(tow=[tow(d, orc(d)) if ok(d) else np.nan for d in recs],
+                       tow_mia=[tow_mia(d['mia_confidence'], d[pre + 'mia_confidence'], d, orc(d)) if ok(d) else np.nan
+                                for d in recs])
 
 def check_written(folder:str|Path, # a results folder
                   names:list): # files that must be there
