@@ -6,16 +6,16 @@
 __all__ = ['THREAD_VARS', 'PRESETS', 'CACHE_FORMAT', 'UnlearnReproError', 'UnknownNameError', 'BadValueError', 'BadIndicesError',
            'DataNotFoundError', 'CorruptArtifactError', 'Between', 'check_int', 'check_seed', 'check_number',
            'check_fraction', 'Registry', 'integer', 'number', 'fraction', 'boolean', 'one_of', 'text', 'list_of',
-           'optional', 'check_params', 'seed_everything', 'make_generator', 'deterministic_setting',
+           'optional', 'check_params', 'check_typed', 'seed_everything', 'make_generator', 'deterministic_setting',
            'set_deterministic', 'get_device', 'threads_setting', 'set_threads', 'quiet', 'progress', 'get_preset',
            'canonical_json', 'config_key', 'content_hash', 'default_cache_dir', 'Cache', 'repo_root', 'figures_dir',
            'save_table', 'save_text', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #aee4ad18
-import os, io, sys, json, math, hashlib, random, tempfile, copy, warnings, dataclasses
+import os, io, sys, json, math, hashlib, random, tempfile, copy, warnings, dataclasses, types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union, get_args, get_origin
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -206,6 +206,36 @@ def check_params(values:dict, # parameter name -> value (a notebook's `globals()
         raise BadValueError(f"tune_seed={out['tune_seed']} is also in seeds={out['seeds']}; "
                             "tuning must use a model and forget set of its own")
     return out
+
+def check_typed(where:str, # who checks, for the message (e.g. "unlearner 'rft'")
+                name:str, # the value's name
+                v, # the value
+                typ, # its annotation: bool, int, float, str, X | None, tuple[int, ...], list, dict
+                allowed=None): # a `Between` (numbers), a tuple of choices (strings), or None
+    "Raise `BadValueError` unless `v` fits annotation `typ` and `allowed`: the check behind every hyperparameter dataclass."
+    if get_origin(typ) in (Union, types.UnionType):  # X | None
+        if v is None and type(None) in get_args(typ): return
+        typ = next(a for a in get_args(typ) if a is not type(None))
+    origin, args = get_origin(typ) or typ, get_args(typ)
+    def bad(what): return BadValueError(f"{where}: {name}={v!r} is not allowed: it must be {what}")
+    rng = allowed if isinstance(allowed, Between) else Between()
+    if typ is bool:
+        if not isinstance(v, (bool, np.bool_)): raise bad("True or False")
+    elif typ is int:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v not in rng:
+            raise bad(f"an integer in {rng}")
+    elif typ is float:
+        if not _is_num(v) or v not in rng: raise bad(f"a finite number in {rng}")
+    elif typ is str:
+        if isinstance(allowed, tuple) and v not in allowed: raise bad(f"one of {', '.join(map(repr, allowed))}")
+        if not isinstance(v, str): raise bad("a string")
+    elif origin in (tuple, list):
+        if not isinstance(v, (tuple, list)):
+            raise bad("a list or tuple" + (f" of {args[0].__name__} values" if args else ""))
+        if args:
+            for j, x in enumerate(v): check_typed(where, f"{name}[{j}]", x, args[0], allowed)
+    elif origin is dict:
+        if not isinstance(v, dict): raise bad("a dict")
 
 
 # %% ../nbs/00_core.ipynb #8726121c

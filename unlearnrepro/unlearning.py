@@ -70,32 +70,6 @@ def training_cost(n:int, # training examples
     return Cost(unlearner='training', steps=epochs * math.ceil(n / batch_size), examples=epochs * n, seconds=float('nan'))
 
 # %% ../nbs/06_unlearning.ipynb #eee75f4c
-def _check_value(where:str, name:str, v, typ, allowed):
-    "Raise `BadValueError` unless `v` fits annotation `typ` and `allowed` (a `Between`, a tuple of choices, or None)."
-    if get_origin(typ) in (Union, types.UnionType):  # X | None
-        if v is None and type(None) in get_args(typ): return
-        typ = next(a for a in get_args(typ) if a is not type(None))
-    origin, args = get_origin(typ) or typ, get_args(typ)
-    def bad(what): return BadValueError(f"{where}: {name}={v!r} is not allowed: it must be {what}")
-    rng = allowed if isinstance(allowed, Between) else Between()
-    if typ is bool:
-        if not isinstance(v, (bool, np.bool_)): raise bad("True or False")
-    elif typ is int:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v not in rng:
-            raise bad(f"an integer in {rng}")
-    elif typ is float:
-        if not _is_num(v) or v not in rng: raise bad(f"a finite number in {rng}")
-    elif typ is str:
-        if isinstance(allowed, tuple) and v not in allowed: raise bad(f"one of {', '.join(map(repr, allowed))}")
-        if not isinstance(v, str): raise bad("a string")
-    elif origin in (tuple, list):
-        if not isinstance(v, (tuple, list)):
-            raise bad("a list or tuple" + (f" of {args[0].__name__} values" if args else ""))
-        if args:
-            for j, x in enumerate(v): _check_value(where, f"{name}[{j}]", x, args[0], allowed)
-    elif origin is dict:
-        if not isinstance(v, dict): raise bad("a dict")
-
 @dataclass
 class HP:
     "Base of every unlearner's hyperparameters: validates each field by its annotation and the class's `ranges`."
@@ -112,7 +86,7 @@ class HP:
         return f"unlearner {cls.__dict__['unlearner']!r}" if 'unlearner' in cls.__dict__ else cls.__name__
     def __post_init__(self):
         rs = self.all_ranges()
-        for f in fields(self): _check_value(self.where(), f.name, getattr(self, f.name), f.type, rs.get(f.name))
+        for f in fields(self): check_typed(self.where(), f.name, getattr(self, f.name), f.type, rs.get(f.name))
 
 @dataclass
 class TrainHP(HP):
