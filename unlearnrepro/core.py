@@ -142,14 +142,14 @@ def integer(low:int|None=None, high:int|None=None):
     def chk(name, v):
         try: return check_int(name, v, low, high)
         except BadValueError:
-            _bad_param(name, v, f"use an integer in [{'-inf' if low is None else low}, {'inf' if high is None else high}]")
+            _bad_param(name, v, f"use an integer in {Between(low, high)}")
     return chk
 
 def number(low:float|None=None, high:float|None=None, low_open:bool=False):
     "Spec: a finite number in the range (`low_open`: excluding `low`)."
     def chk(name, v):
         try: return check_number(name, v, low, high, low_open)
-        except BadValueError: _bad_param(name, v, f"use a finite number in {'(' if low_open else '['}{low}, {high}]")
+        except BadValueError: _bad_param(name, v, f"use a finite number in {Between(low, high, low_open)}")
     return chk
 
 def fraction(allow_one:bool=True):
