@@ -278,8 +278,8 @@ def test_batchnorm_ensemble_is_each_model_trained_alone():
             if n.endswith('num_batches_tracked'): assert int(got) == int(v) == 2 * -(-len(runs[k]['positions']) // 64), n  # one per step
             else: assert (got - v).abs().max() <= 1e-10 * max(v.abs().max().item(), 1e-3), n
         assert [(a['epoch'], a['lr'], a['acc']) for a in H[k]] == [(b['epoch'], b['lr'], b['acc']) for b in h]
-        assert max(abs(a['loss'] - b['loss']) for a, b in zip(H[k], h)) < 1e-12
-        assert torch.allclose(outs[k]['train_probs'], predict(m, dig.train)['probs'].float(), atol=1e-6)  # eval mode: its own statistics
+        assert all(abs(a['loss'] - b['loss']) <= 1e-10 * max(1.0, abs(b['loss'])) for a, b in zip(H[k], h))  # float64, relative
+        assert torch.allclose(outs[k]['train_probs'], predict(m, dig.train)['probs'].float(), atol=1e-5)  # eval mode: its own statistics (float32 probabilities in [0, 1])
 
 
 def test_ensemble_divergence_names_the_member():

@@ -222,8 +222,7 @@ def check_typed(where:str, # who checks, for the message (e.g. "unlearner 'rft'"
     if typ is bool:
         if not isinstance(v, (bool, np.bool_)): raise bad("True or False")
     elif typ is int:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v not in rng:
-            raise bad(f"an integer in {rng}")
+        if not _is_int(v) or v not in rng: raise bad(f"an integer in {rng}")
     elif typ is float:
         if not _is_num(v) or v not in rng: raise bad(f"a finite number in {rng}")
     elif typ is str:

@@ -135,7 +135,7 @@ class MemorizationEstimate:
 
 def _engine(data, model_cfg, recipe, backend):
     "The engine fit_many will use: 'ensemble' (vmap) or 'single'."
-    return 'ensemble' if backend != 'serial' and ensemble_ok(model_for(data, model_cfg, seed=0), recipe) else 'single'
+    return fit_engine(model_for(data, model_cfg, seed=0), recipe, backend)
 
 def memorization_scores(data:DataBundle, # dataset; memorization of every example of data.train
                         model_cfg:dict, # {'name': ..., **options}

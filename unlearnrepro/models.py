@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MODELS', 'OPTIMIZERS', 'SCHEDULES', 'RECORDERS', 'create_model', 'model_for', 'n_params', 'BasicBlock', 'ResNetCifar',
-           'Recipe', 'lr_at', 'Step', 'StopTraining', 'check_fits', 'train', 'predict', 'accuracy', 'ghost_covered',
-           'ghost_grad_norms', 'eval_mode', 'per_example_grads', 'per_example_grad_norms', 'grad_sum', 'Recorder',
+           'Recipe', 'lr_at', 'Step', 'StopTraining', 'check_fits', 'train', 'predict', 'accuracy', 'eval_mode',
+           'per_example_grads', 'grad_sum', 'ghost_covered', 'ghost_grad_norms', 'per_example_grad_norms', 'Recorder',
            'create_recorder', 'epoch_list', 'LearningEvents', 'Checkpoints', 'GradNorms', 'make_recorders',
-           'check_positions', 'check_not_collapsed', 'fit', 'RunFailedError', 'ensemble_ok', 'cluster_spec',
-           'dask_client', 'dask_map', 'fit_many']
+           'check_positions', 'check_not_collapsed', 'fit', 'RunFailedError', 'ensemble_ok', 'fit_engine',
+           'cluster_spec', 'dask_client', 'dask_map', 'fit_many']
 
 # %% ../nbs/02_models.ipynb #d88b4263
 import os, sys, math, time, copy, warnings
@@ -194,6 +194,10 @@ def _hooks(h): return [] if h is None else (list(h) if isinstance(h, (list, tupl
 def _loss_error(desc, value, epoch):
     return FloatingPointError(f"{desc}: the loss became {value} in epoch {epoch}; lower the learning rate")
 
+def _buffer_error(desc, name, epoch):
+    return FloatingPointError(f"{desc}: the buffer {name} (BatchNorm statistics) became non-finite in epoch {epoch}; "
+                              "lower the learning rate")
+
 def _on_device(data:TensorData, # examples
                device) -> tuple: # where training runs
     "`(x, y)` of `data` moved to a CUDA `device` when they fit in a quarter of its free memory, else as they are."
@@ -297,8 +301,7 @@ def train(model:nn.Module, # model to train in place
         if bad is not None: raise _loss_error(desc, bad[1], epoch)
         hist.append(dict(epoch=epoch, lr=lr, loss=l, acc=a))
         bad = [n for n, v in model.named_buffers() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad: raise FloatingPointError(f"{desc}: the buffer {bad[0]} (BatchNorm statistics) became non-finite "
-                                         f"in epoch {epoch}; lower the learning rate")
+        if bad: raise _buffer_error(desc, bad[0], epoch)
         try:
             for h in epoch_hooks: h(epoch, model)
         except StopTraining: hist[-1]['stopped'] = True; break  # e.g. early stopping after this epoch
@@ -323,6 +326,58 @@ def predict(model:nn.Module, # model to evaluate (put in eval mode, restored aft
 def accuracy(model:nn.Module, data:TensorData) -> float:
     "Top-1 accuracy in eval mode."
     return predict(model, data)['correct'].float().mean().item()
+
+# %% ../nbs/02_models.ipynb #b3ebd723
+def _ce1(model, params, buffers, x, y):
+    "Cross-entropy of one example (x without batch dimension) under `params`."
+    from torch.func import functional_call
+    return F.cross_entropy(functional_call(model, (params, buffers), (x[None],)), y[None])
+
+class eval_mode:
+    "Context: the model in eval mode, its previous mode restored after."
+    def __init__(self, model): self.model = model
+    def __enter__(self): self.was = self.model.training; self.model.eval(); return self.model
+    def __exit__(self, *a): self.model.train(self.was)
+
+def per_example_grads(model:nn.Module, # model (BatchNorm in eval mode during the call)
+                      data:TensorData, # examples
+                      named:list|None=None, # (name, parameter) pairs to differentiate (None: all trainable)
+                      sel:dict|None=None, # name -> bool tensor: keep only these entries
+                      batch_size:int=128): # examples per vmap chunk
+    "Per-example loss gradients, flattened over the selected entries: len(data) x d."
+    from torch.func import vmap, grad
+    named = list(named) if named is not None else [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    dev = next(model.parameters()).device
+    train_p = {n: p.detach() for n, p in named}
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in train_p}
+    bufs = dict(model.named_buffers())
+    g1 = vmap(grad(lambda tp, x, y: _ce1(model, {**fixed, **tp}, bufs, x, y)), in_dims=(None, 0, 0))
+    rows = []
+    with eval_mode(model):
+        for b in torch.arange(len(data)).split(batch_size):
+            gs = g1(train_p, data.x[b].to(dev), data.y[b].to(dev))
+            rows.append(torch.cat([(gs[n] if sel is None else gs[n][:, sel[n].to(dev)]).reshape(len(b), -1)
+                                   for n, _ in named], 1))
+    return torch.cat(rows)
+
+def grad_sum(model:nn.Module, # model (BatchNorm in eval mode during the call)
+             data:TensorData, # examples
+             batch_size:int=128, # examples per batch
+             reduction:str='mean') -> dict: # 'mean': sum of batch-mean gradients (localizers); 'sum': sum over examples
+    "Sum over unshuffled batches of the cross-entropy gradient (batch mean or sum), per parameter name (on the CPU)."
+    if reduction not in ('mean', 'sum'):
+        raise BadValueError(f"reduction={reduction!r} is not allowed; choose 'mean' or 'sum'")
+    if len(data) == 0: raise BadIndicesError("cannot compute gradients on an empty data set")
+    dev = next(model.parameters()).device
+    names, ps = zip(*model.named_parameters())
+    tot = [torch.zeros_like(p) for p in ps]
+    req = [i for i, p in enumerate(ps) if p.requires_grad]  # frozen parameters get a zero gradient
+    with eval_mode(model):
+        for b in torch.arange(len(data)).split(batch_size):
+            loss = F.cross_entropy(model(data.x[b].to(dev)), data.y[b].to(dev), reduction=reduction)
+            for i, g in zip(req, torch.autograd.grad(loss, [ps[i] for i in req], allow_unused=True)):
+                if g is not None: tot[i] += g
+    return {n: t.cpu() for n, t in zip(names, tot)}
 
 # %% ../nbs/02_models.ipynb #f562d9d7
 from collections import Counter
@@ -500,40 +555,6 @@ def ghost_grad_norms(model:nn.Module, # classifier; put in eval mode during the 
     finally: model.train(was)
     return torch.cat(out).sqrt().to(x.dtype) if out else x.new_zeros(0)
 
-
-# %% ../nbs/02_models.ipynb #b3ebd723
-def _ce1(model, params, buffers, x, y):
-    "Cross-entropy of one example (x without batch dimension) under `params`."
-    from torch.func import functional_call
-    return F.cross_entropy(functional_call(model, (params, buffers), (x[None],)), y[None])
-
-class eval_mode:
-    "Context: the model in eval mode, its previous mode restored after."
-    def __init__(self, model): self.model = model
-    def __enter__(self): self.was = self.model.training; self.model.eval(); return self.model
-    def __exit__(self, *a): self.model.train(self.was)
-
-def per_example_grads(model:nn.Module, # model (BatchNorm in eval mode during the call)
-                      data:TensorData, # examples
-                      named:list|None=None, # (name, parameter) pairs to differentiate (None: all trainable)
-                      sel:dict|None=None, # name -> bool tensor: keep only these entries
-                      batch_size:int=128): # examples per vmap chunk
-    "Per-example loss gradients, flattened over the selected entries: len(data) x d."
-    from torch.func import vmap, grad
-    named = list(named) if named is not None else [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    dev = next(model.parameters()).device
-    train_p = {n: p.detach() for n, p in named}
-    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in train_p}
-    bufs = dict(model.named_buffers())
-    g1 = vmap(grad(lambda tp, x, y: _ce1(model, {**fixed, **tp}, bufs, x, y)), in_dims=(None, 0, 0))
-    rows = []
-    with eval_mode(model):
-        for b in torch.arange(len(data)).split(batch_size):
-            gs = g1(train_p, data.x[b].to(dev), data.y[b].to(dev))
-            rows.append(torch.cat([(gs[n] if sel is None else gs[n][:, sel[n].to(dev)]).reshape(len(b), -1)
-                                   for n, _ in named], 1))
-    return torch.cat(rows)
-
 def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode during the call)
                            data:TensorData, # examples
                            batch_size:int=256, # examples per chunk at most
@@ -563,24 +584,6 @@ def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode duri
             out[b] = sum(g.reshape(len(b), -1).pow(2).sum(1) for g in gs.values()).sqrt().float().cpu()
     return out
 
-def grad_sum(model:nn.Module, # model (BatchNorm in eval mode during the call)
-             data:TensorData, # examples
-             batch_size:int=128, # examples per batch
-             reduction:str='mean') -> dict: # 'mean': sum of batch-mean gradients (localizers); 'sum': sum over examples
-    "Sum over unshuffled batches of the cross-entropy gradient (batch mean or sum), per parameter name (on the CPU)."
-    if reduction not in ('mean', 'sum'):
-        raise BadValueError(f"reduction={reduction!r} is not allowed; choose 'mean' or 'sum'")
-    if len(data) == 0: raise BadIndicesError("cannot compute gradients on an empty data set")
-    dev = next(model.parameters()).device
-    names, ps = zip(*model.named_parameters())
-    tot = [torch.zeros_like(p) for p in ps]
-    req = [i for i, p in enumerate(ps) if p.requires_grad]  # frozen parameters get a zero gradient
-    with eval_mode(model):
-        for b in torch.arange(len(data)).split(batch_size):
-            loss = F.cross_entropy(model(data.x[b].to(dev)), data.y[b].to(dev), reduction=reduction)
-            for i, g in zip(req, torch.autograd.grad(loss, [ps[i] for i in req], allow_unused=True)):
-                if g is not None: tot[i] += g
-    return {n: t.cpu() for n, t in zip(names, tot)}
 
 # %% ../nbs/02_models.ipynb #f706ba02
 RECORDERS = Registry('recorder')
@@ -789,6 +792,12 @@ def ensemble_ok(model:nn.Module, # an instance of the architecture
     "Does `fit_many` train this model in `vmap` ensembles? Plain SGD, no dropout, buffers only BatchNorm's, on a GPU."
     return _ensemble_why_not(model, recipe, device) is None
 
+def fit_engine(model:nn.Module, # an instance of the architecture
+               recipe:Recipe, # the training recipe
+               backend:str='auto') -> str: # fit_many's backend
+    "How `fit_many` trains this architecture with `backend`: 'ensemble' (vmap) or 'single' (its own cache key's engine)."
+    return 'ensemble' if backend != 'serial' and ensemble_ok(model, recipe) else 'single'
+
 def _check_runs(runs, n):
     if not isinstance(runs, (list, tuple)) or not runs:
         raise BadValueError("runs must be a non-empty list of {'seed': int, 'positions': [...]}")
@@ -856,8 +865,7 @@ def _fit_ensemble(data, model_cfg, recipe, runs):
         for name, v in buffers.items():
             if v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 k = int((~torch.isfinite(v.flatten(1))).any(1).nonzero()[0])
-                raise FloatingPointError(f"ensemble member seed {runs[k]['seed']}: the buffer {name} (BatchNorm "
-                                         f"statistics) became non-finite in epoch {epoch}; lower the learning rate")
+                raise _buffer_error(f"ensemble member seed {runs[k]['seed']}", name, epoch)
         for k in range(K): hist[k].append(dict(epoch=epoch, lr=lr, loss=mean[k], acc=acc[k]))
     return base, params, buffers, hist
 
@@ -1054,7 +1062,7 @@ def fit_many(data:DataBundle, # dataset; run k trains on data.train[runs[k]['pos
         raise BadValueError(f"backend='vmap' is not allowed for {model_cfg}: {why_not}; use 'serial' or 'auto'")
     if backend == 'auto': backend = ('dask' if (client is not None or os.environ.get('UNLEARNREPRO_DASK_SCHEDULER'))
                                      else ('vmap' if can_vmap else 'serial'))
-    engine = 'ensemble' if (can_vmap and backend in ('vmap', 'dask')) else 'single'
+    engine = fit_engine(m0, recipe, backend)
     out = [None] * len(runs)
     if cache is not None:
         for i, r in enumerate(runs):
