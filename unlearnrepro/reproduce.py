@@ -172,7 +172,7 @@ def _print_plans(names, preset, params) -> int:
     import pandas as pd
     from unlearnrepro.experiment import estimate
     dev, total = get_device(), 0.0
-    print(f"plan of the {preset!r} preset, priced on {dev} ({'one batch of each kind of work, timed here'})")
+    print(f"plan of the {preset!r} preset, priced on {dev} (one batch of each kind of work, timed here)")
     for n in names:
         plan = plan_experiment(n, preset, params)
         if plan is None: print(f"\n{n}: no plan cell (it times its own work)"); continue
