@@ -112,7 +112,8 @@ def test_del_tiny_writes_every_figure_and_table(tmp_path):
     assert {'Retrain', 'Fine-tune', 'NegGrad+', 'NegGrad', 'Random Label', 'L1-sparse', 'IU', 'SSD'} <= set(t2.method)
     assert any(m.startswith('DEL (') for m in t2.method)
 
-@pytest.mark.parametrize('param, named', [('budgets=[0.1, 1.5]', 'budgets[1]=1.5'), ('tune="False"', "tune='False' is not allowed: use True or False")])
+@pytest.mark.parametrize('param, named', [('budgets=[0.1, 1.5]', 'budgets[1]=1.5'), ('tune="False"', "tune='False' is not allowed: use True or False"),
+                                          ('prune="hyperband"', "prune='hyperband' is not allowed: choose one of: median")])
 def test_del_bad_parameters_fail_before_any_run(tmp_path, tmp_cache, param, named):
     r = _cli('reproduce', '--only', 'del', '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), '-p', param)
     assert r.returncode == 1 and '11_del.ipynb failed in cell' in r.stderr and named in r.stderr, r.stderr[-2000:]
@@ -155,13 +156,16 @@ def test_del_valid_subsets_run_to_the_end(tmp_path, params):
     _check_del_run(tmp_path/'f'/'tiny'/'del', params)
 
 @pytest.mark.parametrize('exp, params', [('privacy', ["metrics=[]", "methods=[]", "rules=['forget_acc']"]),
-                                         ('rum', ["unlearners=['finetune']", "refine_by=['memorization', 'confidence']", "seq_pairs=[]"])])
+                                         ('rum', ["unlearners=['finetune']", "refine_by=['memorization', 'confidence']", "seq_pairs=[]"]),
+                                         ('privacy', ["prune='median'", "methods=['finetune']"])])  # the tuning trials report their gaps (chapter 09a)
 def test_privacy_and_rum_valid_subsets_run_to_the_end(tmp_path, exp, params):
     "Subsets of the privacy and RUM list parameters (an empty metrics list used to crash the privacy notebook's heatmap)."
     ps = [x for p in params for x in ('-p', p)]
     r = _cli('reproduce', '--only', exp, '--out', str(tmp_path/'f'), '--runs', str(tmp_path/'r'), *ps, '-p', f"hparams_file={tmp_path/'hp.yaml'}")
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert (tmp_path/'f'/'tiny'/exp/'claims.csv').exists()
+    if "prune='median'" in params:  # a pruned study's trials table says which trials stopped early
+        assert 'pruned' in pd.read_csv(tmp_path/'f'/'tiny'/exp/'tuning_trials.csv')
 
 @pytest.mark.parametrize('exp, params, says', [
     ('del', ['tune=False', 'hparams_file=/nonexistent/hp.yaml'], 'no tuned values'),

@@ -154,7 +154,8 @@ def run_unlearning(S:Scenario, # the scenario
                    loc:dict|None=None, # localizer options (see `mask_for`)
                    cache:Cache|None=None, # artifact cache
                    loc_defaults:dict|None=None, # localizer -> fixed options, part of the key
-                   metrics:Callable|None=None) -> dict: # (model, S) -> dict of numbers; default scenario_metrics
+                   metrics:Callable|None=None, # (model, S) -> dict of numbers; default scenario_metrics
+                   on_step:Callable|None=None) -> dict: # a monitor `f(Step)` of the training (e.g. 09a's `gap_monitor`): not in the key, so it must leave the run unchanged; it may raise to abandon the run, which caches nothing
     "Metrics and cost of one unlearning run on `S` (mask, weights and metrics cached under the run's full config and the metrics' name)."
     hp, loc, loc_defaults = dict(hp or {}), dict(loc or {}), dict(loc_defaults or {})
     UNLEARNERS[unlearner]; make_hp(unlearner, **hp)  # unknown names and bad values fail before any work
@@ -170,7 +171,7 @@ def run_unlearning(S:Scenario, # the scenario
         def unlearned():
             mask = mask_for(S, localizer, budget, cache, loc_defaults, **loc) if localizer else None
             m, cost = unlearn(unlearner, S.original, S.splits['retain'], S.splits['forget'], mask=mask, seed=S.seed,
-                              **hp)
+                              on_step=on_step, **hp)
             c = cost.numbers()
             c['budget'] = mask.budget if mask is not None else cost.info.get('mask_budget', 1.0)
             # a method's own numbers per step (RUM's step log), returned with the metrics
