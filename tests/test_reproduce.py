@@ -1,5 +1,5 @@
 "The `unlearnrepro` command end to end: papermill runs the quickstart at `tiny` and writes its figure and tables."
-import os, subprocess, sys, json, time, signal
+import os, re, subprocess, sys, json, time, signal
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
 import pytest
@@ -266,3 +266,17 @@ def test_plan_prints_every_experiment_and_writes_nothing(tmp_path, tmp_cache):
     assert not any(tmp_cache.rglob('*.pt')) and not (tmp_path/'f').exists() and not (tmp_path/'r').exists()
     assert untracked() == before  # not even an output folder in the checkout
     assert _cli('reproduce', '--plan', '--only', 'quickstart', '-p', 'seed=[0]').returncode == 2  # bad parameters: exit 2, as without --plan
+
+
+def test_plan_at_a_given_rate():
+    "`--plan --rate R` prices every row at R training images/s (forward passes at 3R), whatever this machine is; a bad rate exits 2."
+    from unlearnrepro.reproduce import plan_experiment
+    r = _cli('reproduce', '--plan', '--rate', '100', '--only', 'quickstart')
+    assert r.returncode == 0 and 'at 100 training images/s' in r.stdout, r.stdout + r.stderr
+    p = plan_experiment('quickstart', 'tiny')
+    want = sum(b * n * (1 if c != 'forward' else 1 / 3) for b, n, c in zip(p.batches, p.batch, p.cost)) / 100 / 3600
+    got = float(re.search(r'quickstart \(10_quickstart.ipynb\): ([\d,.]+) h', r.stdout).group(1).replace(',', ''))
+    assert abs(got - want) <= 0.005 + 1e-9, (got, want)  # printed to two decimals
+    for bad, says in ((['--rate', '0'], '--rate=0'), (['--rate', '-5'], '--rate=-5')):
+        r = _cli('reproduce', '--plan', *bad, '--only', 'quickstart'); assert r.returncode == 2 and says in r.stderr, r.stderr
+    r = _cli('reproduce', '--rate', '2000', '--only', 'quickstart'); assert r.returncode == 2 and 'use it with --plan' in r.stderr, r.stderr

@@ -524,9 +524,14 @@ def measure_step(model:dict, # model config
 
 def estimate(plan:pd.DataFrame, # a `plan_table`
              reps:int=3, # timed batches per distinct row
-             device=None) -> pd.DataFrame: # default get_device()
-    "The plan with each row's measured seconds per batch and its hours on this machine."
+             device=None, # default get_device()
+             rate:float|None=None) -> pd.DataFrame: # training images per second to price at instead of timing a batch here (forward passes at 3 x rate)
+    "The plan with each row's seconds per batch (measured on this machine, or at `rate`) and its hours."
     out = plan.copy()
-    out['s_per_batch'] = [measure_step(r.model, r.data, int(r.batch), r.cost, reps, device) for r in plan.itertuples()]
+    if rate is not None:
+        rate = check_number('rate', rate, 0, low_open=True)
+        out['s_per_batch'] = [r.batch / (3 * rate if r.cost == 'forward' else rate) for r in plan.itertuples()]
+    else:
+        out['s_per_batch'] = [measure_step(r.model, r.data, int(r.batch), r.cost, reps, device) for r in plan.itertuples()]
     out['hours'] = out.batches * out.s_per_batch / 3600
     return out

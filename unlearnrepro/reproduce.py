@@ -154,6 +154,9 @@ def _parser():
     r.add_argument('--plan', action='store_true',
                    help='print what each experiment will train and its hours on this machine (a measured batch of '
                         'each kind of work), and exit without training')
+    r.add_argument('--rate', type=float, default=None, metavar='IMAGES_PER_S',
+                   help='with --plan: price at this many training images per second (forward passes at 3x) instead '
+                        'of timing a batch here, e.g. a rate measured on a GPU one does not have'),
     sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
     return p
 
@@ -167,22 +170,24 @@ def _parse_param(s:str):
 
 def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
 
-def _print_plans(names, preset, params) -> int:
-    "`--plan`: every experiment's plan, priced on this machine; nothing is trained."
+def _print_plans(names, preset, params, rate=None) -> int:
+    "`--plan`: every experiment's plan, priced on this machine (or at `rate` training images/s); nothing is trained."
     import pandas as pd
     from unlearnrepro.experiment import estimate
     dev, total = get_device(), 0.0
-    print(f"plan of the {preset!r} preset, priced on {dev} (one batch of each kind of work, timed here)")
+    where = (f"at {rate:,.0f} training images/s (forward passes at 3x; given, not timed here)" if rate is not None
+             else f"on {dev} (one batch of each kind of work, timed here)")
+    print(f"plan of the {preset!r} preset, priced {where}")
     for n in names:
         plan = plan_experiment(n, preset, params)
         if plan is None: print(f"\n{n}: no plan cell (it times its own work)"); continue
-        est = estimate(plan)
+        est = estimate(plan, rate=rate)
         show = est.assign(model=[m['name'] for m in est.model], data=[d['name'] for d in est.data])
         cols = ['item', 'count', 'model', 'data', 'epochs', 'n', 'batch', 'cost', 'batches', 's_per_batch', 'hours', 'note']
         with pd.option_context('display.width', 250, 'display.max_colwidth', 60):
             print(f"\n{n} ({EXPERIMENTS[n]()['notebook']}): {est.hours.sum():,.2f} h\n{show[cols].to_string(index=False)}")
         total += est.hours.sum()
-    print(f"\nall: {total:,.2f} h on {dev}; nothing was trained")
+    print(f"\nall: {total:,.2f} h {'at that rate' if rate is not None else f'on {dev}'}; nothing was trained")
     return 0
 
 def main(argv=None):
@@ -215,9 +220,12 @@ def _main(argv):
         if args.threads is not None: os.environ['UNLEARNREPRO_THREADS'] = str(args.threads)
         os.environ.update(kernel_env(threads_setting()))  # validates --threads; kernels and their workers inherit it
         if args.cell_timeout is not None: check_number('--cell-timeout', args.cell_timeout, 0)
+        if args.rate is not None:
+            if not args.plan: raise BadValueError("--rate prices a plan: use it with --plan")
+            check_number('--rate', args.rate, 0, low_open=True)
     except UnlearnReproError as e:
         print(f"unlearnrepro: error: {e}", file=sys.stderr); return 2
-    if args.plan: return _print_plans(names, args.preset, params)
+    if args.plan: return _print_plans(names, args.preset, params, args.rate)
     timeout = 'preset' if args.cell_timeout is None else (args.cell_timeout or None)
     import signal
     old = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the kernel too, as Ctrl-C does
