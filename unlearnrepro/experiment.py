@@ -7,7 +7,7 @@ __all__ = ['RUN_PARAMS', 'FORGET_KINDS', 'OBJECTIVE', 'STOP_RULES', 'PLAN_COSTS'
            'scenario_metrics', 'Scenario', 'make_scenario', 'mask_for', 'run_unlearning', 'finite_metrics',
            'objective_text', 'gap_objective', 'scenario_spec', 'load_scenario', 'scenario_job', 'load_scenarios',
            'run_job', 'run_jobs', 'oracle_targets', 'steps_to_unlearn', 'original_spec', 'load_original', 'steps_job',
-           'seq_chain', 'work', 'plan_table', 'planned_count', 'measure_step', 'estimate']
+           'seq_chain', 'work', 'plan_table', 'planned_count', 'plan_view', 'measure_step', 'estimate']
 
 # %% ../nbs/09_experiment.ipynb #3da7136e
 import os, math, time, copy, hashlib, warnings, contextlib, dataclasses
@@ -491,6 +491,10 @@ def planned_count(plan:pd.DataFrame, # a `plan_table`
                   item:str) -> int: # an item name
     "How many items of this name the plan holds (for a notebook to check its work against its plan)."
     return int(plan.loc[plan['item'] == item, 'count'].sum())
+
+def plan_view(plan:pd.DataFrame) -> pd.DataFrame: # a `plan_table`, or an `estimate` of one
+    "The plan as a reader scans it: its model and data by name (their options stay in `plan`)."
+    return plan.assign(model=[m['name'] for m in plan.model], data=[d['name'] for d in plan.data])
 
 _STEP = {}
 def measure_step(model:dict, # model config

@@ -173,7 +173,7 @@ def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
 def _print_plans(names, preset, params, rate=None) -> int:
     "`--plan`: every experiment's plan, priced on this machine (or at `rate` training images/s); nothing is trained."
     import pandas as pd
-    from unlearnrepro.experiment import estimate
+    from unlearnrepro.experiment import estimate, plan_view
     dev, total = get_device(), 0.0
     where = (f"at {rate:,.0f} training images/s (forward passes at 3x; given, not timed here)" if rate is not None
              else f"on {dev} (one batch of each kind of work, timed here)")
@@ -182,7 +182,7 @@ def _print_plans(names, preset, params, rate=None) -> int:
         plan = plan_experiment(n, preset, params)
         if plan is None: print(f"\n{n}: no plan cell (it times its own work)"); continue
         est = estimate(plan, rate=rate)
-        show = est.assign(model=[m['name'] for m in est.model], data=[d['name'] for d in est.data])
+        show = plan_view(est)
         cols = ['item', 'count', 'model', 'data', 'epochs', 'n', 'batch', 'cost', 'batches', 's_per_batch', 'hours', 'note']
         with pd.option_context('display.width', 250, 'display.max_colwidth', 60):
             print(f"\n{n} ({EXPERIMENTS[n]()['notebook']}): {est.hours.sum():,.2f} h\n{show[cols].to_string(index=False)}")
