@@ -6,7 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT/'nbs'/'90_benchmarks.ipynb'
-ROWS = 2 + 3 + 1 + 2 + 6 + 1 + 1 + 1  # rows of the notebook besides one per unlearning method
+ROWS = 2 + 4 + 1 + 2 + 6 + 1 + 1 + 1  # rows of the notebook besides one per unlearning method
 
 def _papermill(tmp_path, params:dict):
     "Run the notebook with papermill at tiny with `params`; returns (ok, output)."
