@@ -156,7 +156,7 @@ def _parser():
                         'each kind of work), and exit without training')
     r.add_argument('--rate', type=float, default=None, metavar='IMAGES_PER_S',
                    help='with --plan: price at this many training images per second (forward passes at 3x) instead '
-                        'of timing a batch here, e.g. a rate measured on a GPU one does not have'),
+                        'of timing a batch here, e.g. a rate measured on a GPU one does not have')
     sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
     return p
 
