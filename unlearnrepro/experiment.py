@@ -167,11 +167,16 @@ def run_unlearning(S:Scenario, # the scenario
     mkey = (key if metrics is None or metrics is finite_metrics
             else dict(key, metrics=f"{metrics.__module__}.{metrics.__qualname__}"))
     fn = metrics or (lambda m, S: scenario_metrics(m, S.splits, S.mia_seed))
+    def monitor(s):  # a run a monitor stopped is not the run the key names: it may end one by an error, caching nothing
+        try: on_step(s)
+        except StopTraining as e:
+            raise RuntimeError("run_unlearning: the on_step monitor raised StopTraining; a run stopped that way would be "
+                               "cached as the full run, so a monitor may end a run only by raising another exception") from e
     def compute():
         def unlearned():
             mask = mask_for(S, localizer, budget, cache, loc_defaults, **loc) if localizer else None
             m, cost = unlearn(unlearner, S.original, S.splits['retain'], S.splits['forget'], mask=mask, seed=S.seed,
-                              on_step=on_step, **hp)
+                              on_step=monitor if on_step is not None else None, **hp)
             c = cost.numbers()
             c['budget'] = mask.budget if mask is not None else cost.info.get('mask_budget', 1.0)
             # a method's own numbers per step (RUM's step log), returned with the metrics

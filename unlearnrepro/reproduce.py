@@ -175,7 +175,7 @@ def _print_plans(names, preset, params, rate=None) -> int:
     import pandas as pd
     from unlearnrepro.experiment import estimate, plan_view
     dev, total = get_device(), 0.0
-    where = (f"at {rate:,.0f} training images/s (forward passes at 3x; given, not timed here)" if rate is not None
+    where = (f"at {rate:,.6g} training images/s (forward passes at 3x; given, not timed here)" if rate is not None
              else f"on {dev} (one batch of each kind of work, timed here)")
     print(f"plan of the {preset!r} preset, priced {where}")
     for n in names:

@@ -97,9 +97,10 @@ PRUNERS = Registry('pruner')  # name -> factory(n_trials): an Optuna pruner
 
 @PRUNERS.register('median')
 def _median_pruner(n_trials:int):
-    "Optuna's median rule: stop a trial whose reported gap at a rung is worse than the median of the completed trials' there, once max(5, n/4) trials completed."
+    "Optuna's median rule: stop a trial whose best gap so far is worse than the median of the completed trials' at this rung (at least max(5, n/4) of them)."
     import optuna
-    return optuna.pruners.MedianPruner(n_startup_trials=max(5, n_trials // 4), n_warmup_steps=0)
+    k = max(5, n_trials // 4)  # completed trials before any pruning, and completed trials that reported at the rung
+    return optuna.pruners.MedianPruner(n_startup_trials=k, n_warmup_steps=0, n_min_trials=k)
 
 def tune(objective:Callable, # hp dict -> objective (lower is better), or (value, {attr: value}) e.g. {'no_op': True}
          space:dict, # {name: (low, high, log)}
@@ -110,7 +111,7 @@ def tune(objective:Callable, # hp dict -> objective (lower is better), or (value
          seed:int|None=None, # sampler seed (None: `study_seed` of the study's name)
          first:list|None=None, # hyperparameter dicts tried before the sampler's points (e.g. the paper's values)
          prune:str|None=None): # a name in PRUNERS: `objective(hp, report=f)` then reports f(rung, value) and may be stopped there (None: every trial runs to its end)
-    "An Optuna search (resumed from SQLite) and the selection rule; returns (chosen hyperparameters, the trials tried: completed, then pruned)."
+    "An Optuna search (resumed from SQLite) and the selection rule; returns (chosen hyperparameters, the completed and pruned trials in trial order)."
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_int('n_trials', n_trials, 1); first = _check_first(first, space)
@@ -137,7 +138,7 @@ def tune(objective:Callable, # hp dict -> objective (lower is better), or (value
     done = [t for t in back if t.state in (S.COMPLETE, S.FAIL)] + [t for t in study.trials if t.state == S.PRUNED]
     if not study.trials:
         for p in first: study.enqueue_trial(p, skip_if_exists=True)
-    seen = [t.params for t in back] + [t.params for t in study.trials if t.state == S.WAITING]
+    seen = [t.params for t in back] + [t.params for t in study.trials if t.state in (S.WAITING, S.PRUNED)]
     for t in study.trials:
         if t.state in (S.FAIL, S.RUNNING) and not t.user_attrs.get('returned') and t.params and t.params not in seen:
             study.enqueue_trial(t.params); seen.append(t.params)
@@ -154,7 +155,7 @@ def tune(objective:Callable, # hp dict -> objective (lower is better), or (value
     trials = [t for t in study.trials if t.state == S.COMPLETE]
     pick = select_trial(trials, tol)
     return {k: (int(v) if isinstance(space[k][0], int) and not space[k][2] else float(v))
-            for k, v in pick.params.items()}, trials + [t for t in study.trials if t.state == S.PRUNED]
+            for k, v in pick.params.items()}, [t for t in study.trials if t.state in (S.COMPLETE, S.PRUNED)]
 
 def save_yaml(path:str|Path, # file to (re)write
               obj:dict) -> Path: # plain data
@@ -176,7 +177,9 @@ def gap_monitor(S:Scenario, # the scenario of the run
     epochs = check_int('epochs', epochs, 1)
     rungs = {}  # epoch -> rung; an epoch 0 rung (nothing trained yet) is skipped
     for i, f in enumerate(fractions):
-        e = int(check_number(f'fractions[{i}]', f, 0, 1) * epochs)
+        if not (isinstance(f, (int, float)) and 0 < f < 1):
+            raise BadValueError(f"fractions[{i}]={f!r} is not allowed: a fraction in (0, 1)")
+        e = int(f * epochs)
         if e >= 1: rungs.setdefault(e, i + 1)
     fn = metrics or (lambda m, S: scenario_metrics(m, S.splits, S.mia_seed))
     oracle, seen = S.oracle_metrics if oracle is None else oracle, set()
