@@ -544,16 +544,16 @@ def ghost_grad_norms(model:nn.Module, # classifier; put in eval mode during the 
     if not x.is_floating_point(): return None
     plan = _gplan(model)
     if plan is None: return None
-    out, was = [], model.training
+    out, was, dev = [], model.training, next(model.parameters()).device
     model.eval()
     try:
         with torch.enable_grad():
-            for i in range(0, len(x), batch_size):
-                s = _gsq_norms(model, plan, x[i:i + batch_size], y[i:i + batch_size], mode, max_bytes)
+            for i in range(0, len(x), batch_size):  # one batch at a time on the model's device
+                s = _gsq_norms(model, plan, x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev), mode, max_bytes)
                 if s is None: return None
                 out.append(s)
     finally: model.train(was)
-    return torch.cat(out).sqrt().to(x.dtype) if out else x.new_zeros(0)
+    return torch.cat(out).sqrt().to(x.device, x.dtype) if out else x.new_zeros(0)
 
 def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode during the call)
                            data:TensorData, # examples
@@ -565,8 +565,7 @@ def per_example_grad_norms(model:nn.Module, # model (BatchNorm in eval mode duri
     if method not in ('auto', 'ghost', 'vmap'):
         raise BadValueError(f"method={method!r} is not allowed; choose 'auto', 'ghost' or 'vmap'")
     if method != 'vmap':
-        dev = next(model.parameters()).device
-        r = ghost_grad_norms(model, data.x.to(dev), data.y.to(dev), batch_size=batch_size, max_bytes=max_bytes)
+        r = ghost_grad_norms(model, data.x, data.y, batch_size=batch_size, max_bytes=max_bytes)
         if r is not None: return r.float().cpu()
         if method == 'ghost':
             raise BadValueError(f"method='ghost' cannot compute the norms of {type(model).__name__}: a trainable "
@@ -838,27 +837,19 @@ def _fit_ensemble(data, model_cfg, recipe, runs):
     xs, ys = _on_device(data.train, dev)
     pos = torch.stack([torch.as_tensor(r['positions']) for r in runs])  # K x n
     gens = [make_generator(r['seed']) for r in runs]
-    mom, hist = None, [[] for _ in runs]  # SGD's momentum buffers
+    # the recipe's own optimizer (plain SGD: element-wise, so over the stacked weights it steps each member as its own)
+    opt, hist = OPTIMIZERS[recipe.optimizer](list(params.values()), recipe), [[] for _ in runs]
     for epoch in progress(range(recipe.epochs), desc=f'ensemble of {K}', leave=False):
         lr = lr_at(recipe, epoch)
+        for grp in opt.param_groups: grp['lr'] = lr
         order = torch.stack([torch.randperm(n, generator=g) for g in gens])  # each member's own shuffling
         run = ([], [], [])  # losses and correct counts per step (K-vectors on the device), batch sizes
         for cols in torch.arange(n).split(recipe.batch_size):
             rows = torch.gather(pos, 1, order[:, cols]).to(xs.device, non_blocking=True)  # K x B training positions
             xb, yb = xs[rows].to(dev, non_blocking=True), ys[rows].to(dev, non_blocking=True)
             grads, (loss, out) = step(params, buffers, xb, yb)
-            # torch.optim.SGD: d = g + wd p; buf = d (first step), else momentum buf + d; p -= lr buf
-            with torch.no_grad():
-                first = mom is None
-                if first: mom = {}
-                for k, p in params.items():
-                    d = grads[k]
-                    if recipe.weight_decay: d = d.add(p, alpha=recipe.weight_decay)
-                    if recipe.momentum:
-                        if first: mom[k] = d.clone()
-                        else: mom[k].mul_(recipe.momentum).add_(d)
-                        d = mom[k]
-                    p.add_(d, alpha=-lr)
+            for k, p in params.items(): p.grad = grads[k]
+            opt.step()
             run[0].append(loss.detach()); run[1].append((out.argmax(-1) == yb).sum(1)); run[2].append(len(cols))
         mean, acc, bad = _epoch_stats(*run)  # one read per epoch; a non-finite loss is caught here
         if bad is not None: raise _loss_error(f"ensemble member seed {runs[bad[0]]['seed']}", bad[1], epoch)

@@ -368,10 +368,8 @@ GAP_METRICS = ('forget_acc', 'retain_acc', 'test_acc', 'mia_correctness', 'mia_c
 
 def oracle_run(S:Scenario) -> dict:
     "The oracle as a run (Retrain): its metrics and training cost, in the fields of a `run_unlearning` record."
-    c = S.oracle_cost
-    return dict(**S.oracle_metrics, steps=float(c.steps), examples=float(c.examples), seconds=float(c.seconds),
-                forward_examples=0.0, stopped_early=0.0,
-                diverged=0.0, budget=1.0)
+    return dict(**S.oracle_metrics, **{k: float(v) for k, v in S.oracle_cost.spent().items()},
+                forward_examples=0.0, stopped_early=0.0, diverged=0.0, budget=1.0)
 
 def runs_table(labels:list, # one dict of labels per run (forget_kind, seed, method, ...)
                results:list, # the runs' records (metrics and cost), in the same order
@@ -409,8 +407,7 @@ def cost_vs_oracle(runs:pd.DataFrame, # runs with forget_kind, seed, steps, exam
                    scenarios:dict, # {(forget_kind, seed): Scenario}
                    by:list) -> pd.DataFrame: # grouping columns
     "Mean steps, examples and seconds per group, and each as a fraction of training the oracle (retraining) on the same scenario."
-    rt = pd.DataFrame([dict(forget_kind=k, seed=s, steps=S.oracle_cost.steps, examples=S.oracle_cost.examples,
-                            seconds=S.oracle_cost.seconds)
+    rt = pd.DataFrame([dict(forget_kind=k, seed=s, **S.oracle_cost.spent())
                        for (k, s), S in scenarios.items()]).set_index(['forget_kind', 'seed'])
     cost = runs.join(rt.add_suffix('_rt'), on=['forget_kind', 'seed'])
     for c in ['steps', 'examples', 'seconds']: cost[f'{c}_frac'] = cost[c] / cost[f'{c}_rt']

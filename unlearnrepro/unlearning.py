@@ -49,6 +49,10 @@ class Cost:
         "The numeric fields (counts, seconds, flags): what a run's record keeps of its cost."
         return {k: v for k, v in asdict(self).items() if isinstance(v, (int, float, bool))}
 
+    def spent(self) -> dict:
+        "What the work took: optimizer steps, examples processed, wall seconds."
+        return dict(steps=self.steps, examples=self.examples, seconds=self.seconds)
+
     def __iadd__(self, other:'Cost') -> 'Cost':
         "Add the cost of a run made after this one (in place): counts and seconds add up, divergence and early stops carry over."
         if not isinstance(other, Cost):
